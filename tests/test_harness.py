@@ -1,0 +1,157 @@
+"""The harness end to end, as a user runs it: one command, one run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def notebook_gradient_descent(start, lr, steps):
+    """The course notebook's loop: Rosenbrock's gradient written by hand, plain steps."""
+    x, y = start
+    path = [(x, y)]
+    for _ in range(steps):
+        dx = -2.0 * (1.0 - x) - 400.0 * x * (y - x * x)
+        dy = 200.0 * (y - x * x)
+        x, y = x - lr * dx, y - lr * dy
+        path.append((x, y))
+    return np.array(path)
+
+
+def test_sgd_reproduces_the_notebook_loop(cli):
+    result = cli("optimizer=sgd", "optimizer.lr=0.005", "trainer.steps=100")
+    assert result.returncode == 0, result.stderr
+
+    expected = notebook_gradient_descent((-0.5, 0.5), 0.005, 100)
+    got = result.history[["x0", "x1"]].to_numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+    summary = result.summary
+    x, y = expected[-1]
+    assert summary["status"] == "ok"
+    assert summary["optimizer"] == "sgd" and summary["task"] == "rosenbrock"
+    assert summary["steps"] == 100
+    assert summary["final_point"] == pytest.approx([x, y], abs=1e-12)
+    assert summary["final_loss"] == pytest.approx((1 - x) ** 2 + 100 * (y - x * x) ** 2)
+    assert summary["distance_to_minimum"] == pytest.approx(np.hypot(x - 1, y - 1))
+    assert summary["steps_to_target"] is None  # 100 steps of GD do not get near (1, 1)
+    assert summary["wall_time_s"] > 0
+    for name in ("history.csv", "summary.json", "trajectory.png", ".hydra/config.yaml"):
+        assert (result.run_dir / name).exists(), name
+
+
+def test_steps_to_target_is_the_first_step_below_the_gap(cli):
+    # On the sphere, GD with lr 0.25 halves each coordinate: f_t = f_0 / 4^t exactly.
+    result = cli("task=sphere", "task.start=[1.0,1.0]", "optimizer=sgd",
+                 "optimizer.lr=0.25", "trainer.steps=30", "task.target_gap=1e-6")
+    assert result.returncode == 0, result.stderr
+    f0 = 2.0
+    first = next(t for t in range(31) if f0 / 4**t < 1e-6)
+    assert result.summary["steps_to_target"] == first
+    np.testing.assert_allclose(result.history["train/loss"], f0 / 4.0 ** np.arange(31))
+
+
+def test_divergence_is_recorded_and_exits_zero(cli):
+    result = cli("optimizer=sgd", "optimizer.lr=1.0", "trainer.steps=200")
+    assert result.returncode == 0, result.stderr
+    summary = result.summary
+    assert summary["status"] == "diverged"
+    assert 0 < summary["diverged_at_step"] < 200
+    assert summary["steps"] == summary["diverged_at_step"]
+    assert "non-finite" in summary["diverged_reason"]
+    assert len(result.history) == summary["steps"] + 1
+
+
+def test_invalid_hyperparameter_fails_with_a_clear_message(cli):
+    result = cli("optimizer=adam", "optimizer.lr=-1.0", "trainer.steps=5")
+    assert result.returncode == 1
+    assert "Invalid learning rate: -1.0" in result.stderr
+    assert "Traceback" not in result.stderr
+    summary = result.summary
+    assert summary["status"] == "failed"
+    assert summary["error"] == "ValueError: Invalid learning rate: -1.0"
+
+
+def test_tensorboard_events_hold_scalars_figure_and_hparams(cli):
+    result = cli("optimizer=momentum", "optimizer.lr=0.001", "trainer.steps=20")
+    assert result.returncode == 0, result.stderr
+    events = list(result.run_dir.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(result.run_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("train/loss", "train/gap", "lr", "opt/grad_norm", "opt/update_norm"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(21))
+    assert "figures/trajectory" in tags["images"]
+    assert "_hparams_/experiment" in acc.summary_metadata
+    assert "_hparams_/session_start_info" in acc.summary_metadata
+    # The first update of heavy-ball momentum is lr * grad at the start point.
+    x, y = -0.5, 0.5
+    grad = np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+    first_update = acc.Scalars("opt/update_norm")[0].value
+    assert first_update == pytest.approx(0.001 * np.linalg.norm(grad), rel=1e-6)
+
+
+def test_default_run_directory_is_dated_under_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TORCHOPT_BENCH_ROOT": str(tmp_path)}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "torchopt_bench", "trainer.steps=2", "trainer.progress=false"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (summary,) = (tmp_path / "runs").glob("*/*/summary.json")
+    date_dir, time_dir = summary.parent.parent.name, summary.parent.name
+    assert len(date_dir.split("-")) == 3 and len(time_dir.split("-")) == 3
+    assert json.loads(summary.read_text())["optimizer"] == "adam"
+    assert not list(cwd.iterdir())
+
+
+def test_multirun_runs_every_job_and_survives_a_failing_one(cli):
+    result = cli("optimizer=sgd,adam", "optimizer.lr=0.001,-1.0", "trainer.steps=10",
+                 multirun=True)
+    assert result.returncode == 0, result.stderr
+    summaries = [json.loads(p.read_text()) for p in sorted(result.run_dir.glob("*/summary.json"))]
+    assert len(summaries) == 4
+    by_key = {(s["optimizer"], s["overrides"][1]): s for s in summaries}
+    assert by_key[("sgd", "optimizer.lr=0.001")]["status"] == "ok"
+    assert by_key[("adam", "optimizer.lr=0.001")]["status"] == "ok"
+    assert by_key[("adam", "optimizer.lr=-1.0")]["status"] == "failed"
+    assert "Invalid learning rate" in by_key[("sgd", "optimizer.lr=-1.0")]["error"]
+    for job in result.run_dir.glob("[0-9]*"):
+        assert (job / "history.csv").exists() or json.loads(
+            (job / "summary.json").read_text()
+        )["status"] == "failed"
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = cli("device=cuda", "trainer.steps=2")
+    assert result.returncode == 1
+    assert "CUDA is not available" in result.stderr
+    assert "device=auto" in result.stderr
+
+
+def test_every_function_task_runs(cli, tmp_path):
+    for task in ("sphere", "beale", "himmelblau"):
+        result = cli(f"task={task}", "trainer.steps=5", "optimizer=sgd",
+                     run_dir=tmp_path / task)
+        assert result.returncode == 0, result.stderr
+        assert result.summary["task"] == task
+        assert Path(result.run_dir / "trajectory.png").exists()

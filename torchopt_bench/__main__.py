@@ -1,0 +1,4 @@
+from torchopt_bench.cli import main
+
+if __name__ == "__main__":
+    main()
