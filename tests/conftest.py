@@ -37,8 +37,13 @@ def cli(tmp_path: Path):
     """Run ``python -m torchopt_bench`` with overrides in a fresh process, outputs under
     ``tmp_path``; returns a :class:`CliResult`."""
 
-    def invoke(*overrides: str, cwd: Path | None = None, multirun: bool = False,
-               run_dir: Path | None = None, env: dict | None = None) -> CliResult:
+    def invoke(
+        *overrides: str,
+        cwd: Path | None = None,
+        multirun: bool = False,
+        run_dir: Path | None = None,
+        env: dict | None = None,
+    ) -> CliResult:
         run_dir = run_dir or tmp_path / ("sweep" if multirun else "run")
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         args = [sys.executable, "-m", "torchopt_bench"]
@@ -46,7 +51,11 @@ def cli(tmp_path: Path):
         args += [*overrides, f"{key}={run_dir}", "trainer.progress=false"]
         full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         proc = subprocess.run(
-            args, cwd=cwd or tmp_path, env=full_env, capture_output=True, text=True,
+            args,
+            cwd=cwd or tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
             timeout=600,
         )
         return CliResult(proc.returncode, proc.stdout, proc.stderr, run_dir)

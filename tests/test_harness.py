@@ -47,8 +47,14 @@ def test_sgd_reproduces_the_notebook_loop(cli):
 
 def test_steps_to_target_is_the_first_step_below_the_gap(cli):
     # On the sphere, GD with lr 0.25 halves each coordinate: f_t = f_0 / 4^t exactly.
-    result = cli("task=sphere", "task.start=[1.0,1.0]", "optimizer=sgd",
-                 "optimizer.lr=0.25", "trainer.steps=30", "task.target_gap=1e-6")
+    result = cli(
+        "task=sphere",
+        "task.start=[1.0,1.0]",
+        "optimizer=sgd",
+        "optimizer.lr=0.25",
+        "trainer.steps=30",
+        "task.target_gap=1e-6",
+    )
     assert result.returncode == 0, result.stderr
     f0 = 2.0
     first = next(t for t in range(31) if f0 / 4**t < 1e-6)
@@ -110,7 +116,11 @@ def test_default_run_directory_is_dated_under_runs(tmp_path):
     cwd.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "torchopt_bench", "trainer.steps=2", "trainer.progress=false"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     (summary,) = (tmp_path / "runs").glob("*/*/summary.json")
@@ -121,8 +131,9 @@ def test_default_run_directory_is_dated_under_runs(tmp_path):
 
 
 def test_multirun_runs_every_job_and_survives_a_failing_one(cli):
-    result = cli("optimizer=sgd,adam", "optimizer.lr=0.001,-1.0", "trainer.steps=10",
-                 multirun=True)
+    result = cli(
+        "optimizer=sgd,adam", "optimizer.lr=0.001,-1.0", "trainer.steps=10", multirun=True
+    )
     assert result.returncode == 0, result.stderr
     summaries = [json.loads(p.read_text()) for p in sorted(result.run_dir.glob("*/summary.json"))]
     assert len(summaries) == 4
@@ -132,9 +143,9 @@ def test_multirun_runs_every_job_and_survives_a_failing_one(cli):
     assert by_key[("adam", "optimizer.lr=-1.0")]["status"] == "failed"
     assert "Invalid learning rate" in by_key[("sgd", "optimizer.lr=-1.0")]["error"]
     for job in result.run_dir.glob("[0-9]*"):
-        assert (job / "history.csv").exists() or json.loads(
-            (job / "summary.json").read_text()
-        )["status"] == "failed"
+        assert (job / "history.csv").exists() or json.loads((job / "summary.json").read_text())[
+            "status"
+        ] == "failed"
 
 
 def test_cuda_request_without_cuda_is_a_clear_error(cli):
@@ -150,8 +161,7 @@ def test_cuda_request_without_cuda_is_a_clear_error(cli):
 
 def test_every_function_task_runs(cli, tmp_path):
     for task in ("sphere", "beale", "himmelblau"):
-        result = cli(f"task={task}", "trainer.steps=5", "optimizer=sgd",
-                     run_dir=tmp_path / task)
+        result = cli(f"task={task}", "trainer.steps=5", "optimizer=sgd", run_dir=tmp_path / task)
         assert result.returncode == 0, result.stderr
         assert result.summary["task"] == task
         assert Path(result.run_dir / "trajectory.png").exists()

@@ -4,11 +4,19 @@ One run reads the composed config, builds the task and the optimizer, runs the t
 and writes everything into its own directory (``runs/<date>/<time>/``, or
 ``runs/multirun/<date>/<time>/<job>/`` in a sweep): the resolved config (``.hydra/``), the
 log, TensorBoard events, ``history.csv``, ``summary.json`` and the task's figures.
+
+In a sweep, a job whose directory already holds an ``ok`` summary of the same resolved
+config is not run again (``skip_completed: true``), so an interrupted sweep started again
+with the same command into the same directory resumes where it stopped. Under a sweeper
+that optimises (Optuna, ``conf/experiment/tuning.yaml``) the app returns the summary field
+named by the top-level ``objective`` key.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
 import time
 import traceback
@@ -20,14 +28,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .runtime import config_dir, project_root, resolve_device, resolve_dtype, seed_everything
-from .tracking import RunRecorder, describe_file, flatten
+from .tracking import RunRecorder, describe_file, flatten, to_jsonable
 from .trainer import trainer_from_config
 
 log = logging.getLogger("torchopt_bench")
 
-__all__ = ["main", "run"]
+__all__ = ["main", "objective_value", "run"]
+
+#: Settings that say where outputs go or how a run is displayed, not what it computes:
+#: left out when a job's config is compared with the one of a completed job.
+RESUME_IGNORED_KEYS = ("runs_dir", "skip_completed", "trainer.progress")
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
@@ -46,17 +59,122 @@ def _optimizer_hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def _resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The job's config resolved to plain JSON values, as ``summary.json`` records it."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return json.loads(json.dumps(to_jsonable(container)))
+
+
+def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Flattened keys whose values differ, leaving out :data:`RESUME_IGNORED_KEYS`."""
+    old_flat, new_flat = flatten(old), flatten(new)
+    keys = (set(old_flat) | set(new_flat)) - set(RESUME_IGNORED_KEYS)
+    return sorted(k for k in keys if old_flat.get(k, "<absent>") != new_flat.get(k, "<absent>"))
+
+
+def _completed_summary(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary already in ``run_dir`` if it says ``ok`` and was computed from the same
+    resolved config (up to :data:`RESUME_IGNORED_KEYS`); None when the job must run."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("Running again: %s cannot be read (%s)", path, err)
+        return None
+    status = previous.get("status")
+    if status != "ok":
+        log.info("Running again: the previous result in %s has status %s", run_dir, status)
+        return None
+    if "config" not in previous:
+        log.info("Running again: the previous result in %s records no config", run_dir)
+        return None
+    differences = _config_differences(previous["config"], config)
+    if differences:
+        log.info(
+            "Running again: the previous result in %s was computed with another config "
+            "(differs in %s)",
+            run_dir,
+            ", ".join(differences[:5]),
+        )
+        return None
+    return previous
+
+
+def objective_value(
+    summary: dict[str, Any], metric: str | None, maximize: bool = False
+) -> float | None:
+    """The number a sweeper that optimises receives from a job: ``summary[metric]``.
+
+    A diverged run is a result, the worst one possible (``inf`` when minimising, ``-inf``
+    when maximising), so the search learns to avoid the region. A failed run (an error,
+    say an invalid hyperparameter) says nothing about the optimizer and returns ``nan``,
+    which Optuna records as a failed trial. No ``metric``: None (a plain sweep).
+    """
+    if metric is None:
+        return None
+    status = summary.get("status")
+    if status == "diverged":
+        return -math.inf if maximize else math.inf
+    if status != "ok":
+        return math.nan
+    value = summary.get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        numeric = sorted(
+            k for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        )
+        raise ValueError(
+            f"objective={metric!r} is not a numeric field of this run's summary "
+            f"(got {value!r}); numeric fields: {', '.join(numeric)}"
+        )
+    return float(value)
+
+
+def _sweeper_maximizes() -> bool:
+    """Whether the sweeper's ``direction`` (Optuna's) is ``maximize``; False without one."""
+    direction = HydraConfig.get().sweeper.get("direction")
+    if direction is None:
+        return False
+    name = str(getattr(direction, "name", direction))
+    if name not in {"minimize", "maximize"}:
+        raise ValueError(
+            f"hydra.sweeper.direction={name!r}: the objective is one number, so the direction "
+            "must be minimize or maximize"
+        )
+    return name == "maximize"
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job of the composed config and return its summary.
 
     A diverged run is a result (status ``diverged``). An error is recorded as status
     ``failed`` with the message in ``summary.json``; in a multirun the other jobs go on,
     in a single run :class:`RunFailed` is raised after the summary is written.
+
+    The resolved config is recorded in ``summary.json`` (``config``). In a multirun with
+    ``skip_completed: true``, a job whose directory already holds an ``ok`` summary of the
+    same config (up to :data:`RESUME_IGNORED_KEYS`) is skipped and that summary returned;
+    failed and diverged jobs, and jobs whose config changed, run again.
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     choices = hydra_cfg.runtime.choices
+    try:
+        config: dict[str, Any] | None = _resolved_config(cfg)
+    except OmegaConfBaseException:  # the same error fails the run below, where it is recorded
+        config = None
+    if multirun and config is not None and cfg.get("skip_completed", False):
+        previous = _completed_summary(run_dir, config)
+        if previous is not None:
+            log.info(
+                "Skipped job %s (%s): %s already holds an ok result of the same config",
+                hydra_cfg.job.num,
+                " ".join(hydra_cfg.overrides.task),
+                run_dir,
+            )
+            return previous
     summary: dict[str, Any] = {
         "optimizer": choices.get("optimizer"),
         "task": cfg.task.get("name", choices.get("task")),
@@ -92,6 +210,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary["traceback"] = traceback.format_exc()
             log.error("Run failed: %s", summary["error"])
         finally:
+            if summary["status"] == "failed" and "error" not in summary:
+                summary["error"] = "interrupted before the run finished"
             summary["total_time_s"] = time.perf_counter() - started
             if recorder.history:
                 log.info("Wrote %s", describe_file(recorder.write_history()))
@@ -100,11 +220,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if task is not None:
                 hp.update(task.hparams())
             recorder.log_hparams(hp, {k: v for k, v in summary.items() if k != "seed"})
+            summary["config"] = config
             summary_path = recorder.write_summary(summary)
             log.info("Wrote %s", describe_file(summary_path))
 
     log.info(
-        "Status %s after %s steps; final loss %s", summary["status"], summary.get("steps"),
+        "Status %s after %s steps; final loss %s",
+        summary["status"],
+        summary.get("steps"),
         summary.get("final_loss"),
     )
     if summary["status"] == "failed" and not multirun:
@@ -113,13 +236,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     try:
-        run(cfg)
+        summary = run(cfg)
     except RunFailed as err:
         # The error and its traceback are in summary.json; the terminal gets one line.
         print(f"torchopt_bench: run failed: {err}", file=sys.stderr)
         sys.exit(1)
+    metric = cfg.get("objective")
+    return None if metric is None else objective_value(summary, metric, _sweeper_maximizes())
 
 
 def main() -> None:

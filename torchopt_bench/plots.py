@@ -77,8 +77,16 @@ def plot_trajectories(
     contours = ax.contourf(
         grid_x, grid_y, gap, levels=levels, norm=LogNorm(), cmap="viridis", alpha=0.85
     )
-    ax.contour(grid_x, grid_y, gap, levels=levels[::3], norm=LogNorm(), colors="k",
-               linewidths=0.3, alpha=0.5)
+    ax.contour(
+        grid_x,
+        grid_y,
+        gap,
+        levels=levels[::3],
+        norm=LogNorm(),
+        colors="k",
+        linewidths=0.3,
+        alpha=0.5,
+    )
     cbar = fig.colorbar(contours, ax=ax)
     decades = np.arange(np.floor(np.log10(levels[0])), np.ceil(np.log10(levels[-1])) + 1)
     ticks = 10.0**decades
@@ -96,8 +104,15 @@ def plot_trajectories(
         ax.plot(path[-1, 0], path[-1, 1], "X", color=color, ms=9, mec="k")
 
     minimizers = np.array([m[:2] for m in function.minimizers])
-    ax.plot(minimizers[:, 0], minimizers[:, 1], "*", color="white", mec="k", ms=15,
-            label="global minimum" if len(minimizers) == 1 else "global minima")
+    ax.plot(
+        minimizers[:, 0],
+        minimizers[:, 1],
+        "*",
+        color="white",
+        mec="k",
+        ms=15,
+        label="global minimum" if len(minimizers) == 1 else "global minima",
+    )
     (x0, x1), (y0, y1) = window or function.window
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)

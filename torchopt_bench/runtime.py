@@ -104,5 +104,5 @@ def resolve_dtype(dtype: str | None, default: torch.dtype) -> torch.dtype:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (every device)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global generator, for code that uses it
     torch.manual_seed(seed)

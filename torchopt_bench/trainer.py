@@ -207,9 +207,13 @@ class Trainer:
         if first is not None:
             recorder.log_row(0, {"step": 0, "epoch": 0, **first, "lr": self._lr(primary)})
 
-        bar = tqdm(range(1, n_epochs + 1), disable=None if self.progress else True,
-                   desc=task.name, unit="step" if task.kind == "function" else "epoch",
-                   leave=False)
+        bar = tqdm(
+            range(1, n_epochs + 1),
+            disable=None if self.progress else True,
+            desc=task.name,
+            unit="step" if task.kind == "function" else "epoch",
+            leave=False,
+        )
         for epoch in bar:
             set_modes(training=True)
             batches = list(task.batches(epoch))
@@ -233,8 +237,7 @@ class Trainer:
                 status, reason = "diverged", f"non-finite training loss ({step_loss})"
             elif not task.params_finite():
                 status, reason = "diverged", "non-finite parameter"
-            row = {"step": step, "epoch": epoch, **task.evaluate(epoch),
-                   "lr": self._lr(primary)}
+            row = {"step": step, "epoch": epoch, **task.evaluate(epoch), "lr": self._lr(primary)}
             if status == "ok" and not all(
                 math.isfinite(v) for v in row.values() if isinstance(v, float)
             ):
@@ -275,7 +278,5 @@ def trainer_from_config(cfg: Mapping[str, Any], fallback: OptimizerFactory | Non
     keys = {"steps", "epochs", "batch_size", "progress", "log_norms"}
     unknown = set(cfg) - keys - {"fallback_optimizer"}
     if unknown:
-        raise ValueError(
-            f"Unknown trainer setting(s) {sorted(unknown)}; known: {sorted(keys)}"
-        )
+        raise ValueError(f"Unknown trainer setting(s) {sorted(unknown)}; known: {sorted(keys)}")
     return Trainer(**{k: cfg[k] for k in keys if k in cfg}, fallback_optimizer=fallback)

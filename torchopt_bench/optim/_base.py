@@ -76,13 +76,13 @@ def scalar_dtype() -> torch.dtype:
 def check_lr(lr: float | Tensor) -> None:
     if isinstance(lr, Tensor) and lr.numel() != 1:
         raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= lr:
+    if not lr >= 0.0:
         raise ValueError(f"Invalid learning rate: {lr}")
 
 
 def check_nonnegative(name: str, value: float) -> None:
     """Raise ``ValueError`` in torch.optim's wording, e.g. ``Invalid epsilon value: -1``."""
-    if not 0.0 <= value:
+    if not value >= 0.0:
         raise ValueError(f"Invalid {name} value: {value}")
 
 

@@ -149,19 +149,22 @@ class Adam(BenchOptimizer):
             param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
 
     def _foreach(self, group, params, grads, states) -> None:
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        # A tensor lr would make the per-tensor step sizes tensors, which foreach rejects.
+        lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
         weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
 
         steps = [state["step"] for state in states]
         torch._foreach_add_(steps, 1)
 
+        # As in torch's multi-tensor path, complex tensors are viewed as real before the
+        # weight decay (a real multiply-add rounds differently from a complex one).
+        params, grads = view_as_real(params), view_as_real(grads)
         if weight_decay != 0:
             if group["decoupled_weight_decay"]:
                 torch._foreach_mul_(params, 1 - lr * weight_decay)
             else:
                 grads = torch._foreach_add(grads, params, alpha=weight_decay)
 
-        params, grads = view_as_real(params), view_as_real(grads)
         exp_avgs = view_as_real([state["exp_avg"] for state in states])
         exp_avg_sqs = view_as_real([state["exp_avg_sq"] for state in states])
 

@@ -62,18 +62,15 @@ class Task(ABC):
         """Metrics before the first step (a row for step 0), or None."""
         return None
 
-    def train(self) -> None:
+    def train(self) -> None:  # noqa: B027 - optional hook
         """Switch models to training mode (dropout, batch norm)."""
 
-    def eval(self) -> None:
+    def eval(self) -> None:  # noqa: B027 - optional hook
         """Switch models to evaluation mode."""
 
     def params_finite(self) -> bool:
         """Whether every parameter is finite."""
-        return all(
-            bool(torch.isfinite(p).all())
-            for p in _tensors(self.parameters())
-        )
+        return all(bool(torch.isfinite(p).all()) for p in _tensors(self.parameters()))
 
     def finish(
         self, run_dir: Path, recorder: RunRecorder, summary: Mapping[str, Any]

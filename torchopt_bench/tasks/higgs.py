@@ -93,9 +93,7 @@ class HiggsTask(Task):
         b_reg: float = 10.0,
     ) -> None:
         if weighting not in ("balanced", "physics"):
-            raise ValueError(
-                f"Invalid task.weighting={weighting!r}: choose balanced or physics"
-            )
+            raise ValueError(f"Invalid task.weighting={weighting!r}: choose balanced or physics")
         self.name = name
         self.data_options = dict(data or {})
         if "path" not in self.data_options:

@@ -1,0 +1,219 @@
+"""Sweeps as a user runs them: launchers, failure isolation, resuming, Optuna, configs."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO
+
+from torchopt_bench.cli import objective_value
+
+
+def rosenbrock_gd(start, lr, steps):
+    """Gradient descent on Rosenbrock with its gradient written by hand."""
+    x, y = start
+    for _ in range(steps):
+        dx = -2.0 * (1.0 - x) - 400.0 * x * (y - x * x)
+        dy = 200.0 * (y - x * x)
+        x, y = x - lr * dx, y - lr * dy
+    return np.array([x, y])
+
+
+def output(result) -> str:
+    """What a command wrote to the terminal (Hydra logs a sweep to stdout)."""
+    return result.stdout + result.stderr
+
+
+def summaries(sweep_dir: Path) -> dict[str, dict]:
+    """Job folder name -> its summary.json."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
+
+
+def test_joblib_runs_jobs_in_parallel_processes_and_isolates_a_failure(cli):
+    result = cli(
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer=sgd",
+        "optimizer.lr=0.001,-1.0",
+        "trainer.steps=5",
+        "logger=none",
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Joblib.Parallel(n_jobs=2" in output(result)
+    jobs = summaries(result.run_dir)
+    assert sorted(jobs) == ["0", "1"]
+    ok, failed = jobs["0"], jobs["1"]
+    assert ok["status"] == "ok"
+    np.testing.assert_allclose(
+        ok["final_point"], rosenbrock_gd((-0.5, 0.5), 0.001, 5), rtol=0, atol=1e-12
+    )
+    assert failed["status"] == "failed"
+    assert failed["error"] == "ValueError: Invalid learning rate: -1.0"
+    assert (result.run_dir / "0" / "history.csv").exists()
+
+
+def test_rerun_skips_ok_jobs_and_reruns_failed_ones_and_changed_configs(cli):
+    args = ("optimizer=sgd", "optimizer.lr=0.001,-1.0", "trainer.steps=5", "logger=none")
+    first = cli(*args, multirun=True)
+    assert first.returncode == 0, first.stderr
+    ok_dir, failed_dir = first.run_dir / "0", first.run_dir / "1"
+    ok_text = (ok_dir / "summary.json").read_text()
+    ok_history = (ok_dir / "history.csv").stat().st_mtime_ns
+    failed_text = (failed_dir / "summary.json").read_text()
+    assert json.loads(ok_text)["config"]["optimizer"]["lr"] == 0.001
+
+    # The same command again: the ok job is untouched, the failed one runs again.
+    second = cli(*args, multirun=True)
+    assert second.returncode == 0, second.stderr
+    assert "Skipped job 0" in output(second)
+    assert "Skipped job 0" in (ok_dir / "torchopt_bench.log").read_text()
+    assert "Skipped job 1" not in output(second)
+    assert "has status failed" in output(second)
+    assert (ok_dir / "summary.json").read_text() == ok_text
+    assert (ok_dir / "history.csv").stat().st_mtime_ns == ok_history
+    rerun = json.loads((failed_dir / "summary.json").read_text())
+    assert rerun["status"] == "failed"
+    assert rerun["total_time_s"] != json.loads(failed_text)["total_time_s"]
+
+    # Another number of steps into the same folder: the config differs, the job runs.
+    third = cli(
+        "optimizer=sgd", "optimizer.lr=0.001,-1.0", "trainer.steps=7", "logger=none", multirun=True
+    )
+    assert third.returncode == 0, third.stderr
+    assert "Skipped job" not in output(third)
+    assert "differs in trainer.steps" in output(third)
+    summary = json.loads((ok_dir / "summary.json").read_text())
+    assert summary["steps"] == 7
+    np.testing.assert_allclose(
+        summary["final_point"], rosenbrock_gd((-0.5, 0.5), 0.001, 7), rtol=0, atol=1e-12
+    )
+
+
+def test_optuna_tuning_returns_the_objective_and_finds_the_best_trial(cli):
+    result = cli(
+        "experiment=tuning",
+        "optimizer=sgd",
+        "hydra.sweeper.n_trials=4",
+        "optimizer.lr=tag(log, interval(1e-5, 1e-3))",
+        "trainer.steps=10",
+        "logger=none",
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = summaries(result.run_dir)
+    assert len(jobs) == 4
+    lrs = [s["config"]["optimizer"]["lr"] for s in jobs.values()]
+    assert all(1e-5 <= lr <= 1e-3 for lr in lrs)
+    assert len(set(lrs)) == 4
+    # Each trial's value is its final gap, which for GD from (-0.5, 0.5) is known by hand.
+    for s in jobs.values():
+        x, y = rosenbrock_gd((-0.5, 0.5), s["config"]["optimizer"]["lr"], 10)
+        assert s["final_gap"] == pytest.approx((1 - x) ** 2 + 100 * (y - x * x) ** 2)
+    best = yaml.safe_load((result.run_dir / "optimization_results.yaml").read_text())
+    winner = min(jobs.values(), key=lambda s: s["final_gap"])
+    assert best["best_value"] == pytest.approx(winner["final_gap"])
+    assert best["best_params"]["optimizer.lr"] == pytest.approx(
+        winner["config"]["optimizer"]["lr"]
+    )
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_sweep_through_the_same_code_path(cli):
+    result = cli(
+        "hydra/launcher=submitit_local",
+        "optimizer=sgd",
+        "optimizer.lr=0.001,-1.0",
+        "trainer.steps=4",
+        "logger=none",
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = summaries(result.run_dir)
+    assert jobs["0"]["status"] == "ok"
+    np.testing.assert_allclose(
+        jobs["0"]["final_point"], rosenbrock_gd((-0.5, 0.5), 0.001, 4), rtol=0, atol=1e-12
+    )
+    assert jobs["1"]["error"] == "ValueError: Invalid learning rate: -1.0"
+    assert (result.run_dir / ".submitit").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("status", "maximize", "expected"),
+    [
+        ("ok", False, 0.25),
+        ("ok", True, 0.25),
+        ("diverged", False, math.inf),
+        ("diverged", True, -math.inf),
+    ],
+)
+def test_objective_value_of_ok_and_diverged_runs(status, maximize, expected):
+    assert (
+        objective_value({"status": status, "final_gap": 0.25}, "final_gap", maximize) == expected
+    )
+
+
+def test_objective_value_of_failed_runs_and_bad_metrics():
+    assert math.isnan(objective_value({"status": "failed", "error": "x"}, "final_gap"))
+    assert objective_value({"status": "ok", "final_gap": 1.0}, None) is None
+    with pytest.raises(ValueError, match="objective='val_auc'.*final_gap"):
+        objective_value({"status": "ok", "final_gap": 1.0}, "val_auc")
+
+
+def compose(*overrides: str):
+    # The configs use ${project_root:}, registered by importing torchopt_bench.cli (above).
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_lr_sweep_is_a_wide_log_grid_over_existing_optimizers():
+    params = compose("experiment=lr_sweep").hydra.sweeper.params
+    lrs = np.array([float(v) for v in params["optimizer.lr"].split(",")])
+    assert lrs.min() <= 1e-5 and lrs.max() >= 10.0
+    ratios = lrs[1:] / lrs[:-1]
+    assert np.all((ratios > 2.9) & (ratios < 3.4))  # half a decade apart, rounded
+    names = params["optimizer"].split(",")
+    assert {"sgd", "adam"} <= set(names)
+    for name in names:
+        assert (REPO / "conf" / "optimizer" / f"{name}.yaml").is_file(), name
+
+
+def test_tuning_uses_optuna_on_a_log_scale_with_a_budget():
+    cfg = compose("experiment=tuning")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.params["optimizer.lr"].replace(" ", "").startswith("tag(log,interval(")
+    assert sweeper.n_trials == 30
+    assert sweeper.direction == "minimize" and cfg.objective == "final_gap"
+
+
+def test_slurm_launcher_config_builds_on_submitit():
+    launcher = compose("hydra/launcher=slurm").hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    for key in ("partition", "timeout_min", "cpus_per_task", "gpus_per_node"):
+        assert key in launcher
+
+
+def test_dev_extra_installs_the_sweep_plugins():
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib needs Python 3.11")
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    plugins = {"hydra-joblib-launcher", "hydra-submitit-launcher", "hydra-optuna-sweeper"}
+    for extra in ("sweeps", "dev"):
+        names = {
+            req.split(">")[0].split("<")[0].split("=")[0].strip().lower() for req in extras[extra]
+        }
+        assert plugins <= names, extra

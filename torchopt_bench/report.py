@@ -1,0 +1,1006 @@
+"""Compare the optimizers of a sweep: ``python -m torchopt_bench.report SWEEP_DIR``.
+
+Reads every job under ``SWEEP_DIR`` (any folder holding ``.hydra/overrides.yaml``, at any
+depth, so a grid and its seed reruns in sub-folders are read together), with its
+``summary.json`` and ``history.csv``, and writes ``SWEEP_DIR/report/``:
+
+* ``results.csv``: one row per job: ``job`` (its folder), ``task``, ``optimizer``, ``lr``,
+  ``seed``, ``status``, every override as a column, every summary field;
+* ``best.csv`` and ``report.md``: for each task and optimizer, the learning rate chosen on
+  validation, the mean and 95% bootstrap confidence interval over seeds at that rate, and
+  the counts of diverged and failed runs;
+* figures: curves at the chosen rates with seed bands, learning-rate sensitivity, a
+  performance profile across tasks, and the trajectories on test functions.
+
+Conventions, the DeepOBS protocol (Schneider, Balles & Hennig, ICLR 2019):
+
+* **Chosen on validation, never on test.** A test function is scored by its final gap
+  ``f - f*`` (lower is better); a network by its validation AUC (higher is better). Test
+  metrics are reported at the chosen rate and never used to choose it.
+* **Same seeds for every rate.** Each rate is scored by its mean over the seeds that every
+  rate of that optimizer was run with, so seeds rerun at the chosen rate afterwards add to
+  its statistics without changing the choice. A diverged run counts as the worst possible
+  score; a failed run (an error, e.g. an invalid value) is left out. Ties go to the smaller
+  rate. An optimizer whose every rate diverged has no chosen rate.
+* **Bootstrap interval.** The percentile bootstrap of the mean over the ``ok`` seeds at the
+  chosen rate: :data:`BOOTSTRAP_RESAMPLES` resamples drawn by
+  ``numpy.random.default_rng(BOOTSTRAP_SEED).integers(0, n, (resamples, n))``, the 2.5th
+  and 97.5th percentiles of their means. One seed gives a zero-width interval.
+* **Performance profile** (Dolan & Moré 2002, as AlgoPerf uses it, Dahl et al. 2023): per
+  task, each optimizer's steps to reach a target at its chosen rate (median over seeds;
+  never reached: infinite), divided by the fewest steps any optimizer needed;
+  ``rho(tau)`` is the fraction of tasks on which that ratio is at most ``tau``. The target
+  of a test function is its ``target_gap``; that of a network is the best validation value
+  any optimizer reached, within :data:`NETWORK_TARGET_TOLERANCE` (relative).
+
+An optimizer's identity is its config name plus any ``optimizer.*`` override other than the
+learning rate that varies in the sweep (``adam (optimizer.betas=[0.9,0.99])``); likewise a
+task is its name plus any other override that varies (``rosenbrock (trainer.steps=100)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from .functions import get_function  # noqa: E402
+from .plots import plot_trajectories  # noqa: E402
+from .tracking import flatten  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "BOOTSTRAP_SEED",
+    "FUNCTION_OBJECTIVE",
+    "NETWORK_OBJECTIVE",
+    "NETWORK_TARGET_TOLERANCE",
+    "Objective",
+    "bootstrap_ci",
+    "build_report",
+    "choose_learning_rates",
+    "collect_jobs",
+    "main",
+    "performance_profile",
+]
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+#: A network's target: within 1% (relative) of the best validation value on the task.
+NETWORK_TARGET_TOLERANCE = 0.01
+
+#: Overrides that never make a task or optimizer different: what varies by design (seed,
+#: learning rate, the config names) and settings of the outputs, not of the computation.
+_NOT_IDENTITY = {
+    "seed",
+    "optimizer",
+    "optimizer.lr",
+    "task",
+    "experiment",
+    "logger",
+    "trainer.progress",
+    "skip_completed",
+    "runs_dir",
+}
+#: Summary fields left out of results.csv: long text or what the other columns already say.
+_SUMMARY_LEFT_OUT = {"overrides", "config", "traceback", "run_dir"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a task is judged by.
+
+    Attributes:
+        metric: the ``summary.json`` field the learning rate is chosen on (validation).
+        maximize: whether higher is better.
+        label: the metric's name in tables and axis labels.
+        curve: the ``history.csv`` column of the same quantity over training.
+        panels: the history columns drawn in the curves figure, with a log scale or not.
+        x: the history column of the curves' x axis (``step`` or ``epoch``).
+        test_metric: a test metric reported at the chosen rate (never used to choose).
+        log_scale: whether the metric is drawn on a log scale.
+        seeded: whether the seed changes a run (a network's initialisation and batches);
+            a test function from a fixed start gives the same run for every seed.
+        steps_field: the summary field with the steps to reach the task's own target
+            (``steps_to_target`` of a test function); None: the target is derived from the
+            best validation value (see :data:`NETWORK_TARGET_TOLERANCE`).
+    """
+
+    metric: str
+    maximize: bool
+    label: str
+    curve: str
+    panels: tuple[tuple[str, str, bool], ...]
+    x: str
+    test_metric: str | None = None
+    log_scale: bool = False
+    seeded: bool = True
+    steps_field: str | None = None
+
+
+FUNCTION_OBJECTIVE = Objective(
+    metric="final_gap",
+    maximize=False,
+    label="final gap f - f*",
+    curve="train/gap",
+    panels=(("train/gap", "f(x) - f*  (log scale)", True),),
+    x="step",
+    log_scale=True,
+    seeded=False,
+    steps_field="steps_to_target",
+)
+NETWORK_OBJECTIVE = Objective(
+    metric="val_auc",
+    maximize=True,
+    label="validation AUC",
+    curve="val/auc",
+    panels=(
+        ("train/loss", "training loss (weighted BCE, log scale)", True),
+        ("val/auc", "validation AUC (weighted)", False),
+    ),
+    x="epoch",
+    test_metric="test_private_auc",
+)
+
+
+# -- reading a sweep ---------------------------------------------------------------------
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort key that puts job 2 before job 10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.as_posix())]
+
+
+def _parse_value(text: str) -> Any:
+    """An override's value as Hydra reads it: numbers as numbers, ``[a,b]`` as a list."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None and text not in ("null", "~") else value
+
+
+def _read_overrides(path: Path) -> dict[str, Any]:
+    """``key=value`` overrides as a mapping; ``+key`` and ``++key`` read as ``key``,
+    deletions (``~key``) left out."""
+    overrides: dict[str, Any] = {}
+    for item in yaml.safe_load(path.read_text()) or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or key.startswith("~"):
+            continue
+        overrides[key.lstrip("+")] = _parse_value(value)
+    return overrides
+
+
+def _config_lr(job_dir: Path) -> float | None:
+    path = job_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text()) or {}
+    lr = (config.get("optimizer") or {}).get("lr")
+    return float(lr) if isinstance(lr, int | float) and not isinstance(lr, bool) else None
+
+
+def _cell(value: Any) -> Any:
+    """A summary value as one CSV cell: lists as JSON text, non-finite strings as floats."""
+    if isinstance(value, list):
+        return json.dumps(value)
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+def collect_jobs(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per job of the sweep: identity columns, every override, every summary field.
+
+    A job is a folder with ``.hydra/overrides.yaml``; one without ``summary.json`` (still
+    running, or killed) has status ``missing``. ``lr`` is the job's ``optimizer.lr``: the
+    override, else the resolved config's, else the summary's. The summary's own ``lr``
+    (the optimizer's rate at the end) is the column ``final_lr``.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ValueError(f"sweep_dir={str(sweep_dir)!r} is not a directory")
+    report_dir = sweep_dir / "report"
+    rows = []
+    for overrides_path in sorted(sweep_dir.rglob(".hydra/overrides.yaml"), key=_natural_key):
+        job_dir = overrides_path.parent.parent
+        if report_dir in job_dir.parents:
+            continue
+        overrides = _read_overrides(overrides_path)
+        summary_path = job_dir / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        lr = overrides.get("optimizer.lr", _config_lr(job_dir))
+        if lr is None:
+            lr = summary.get("lr")
+        row: dict[str, Any] = {
+            "job": job_dir.relative_to(sweep_dir).as_posix(),
+            "task": summary.get("task", overrides.get("task")),
+            "optimizer": summary.get("optimizer", overrides.get("optimizer")),
+            "lr": float(lr) if lr is not None else math.nan,
+            "seed": summary.get("seed", overrides.get("seed", 0)),
+            "status": summary.get("status", "missing"),
+        }
+        for key, value in overrides.items():
+            row.setdefault(key, _cell(value))
+        for key, value in flatten(summary).items():
+            if key.split(".")[0] in _SUMMARY_LEFT_OUT:
+                continue
+            row.setdefault("final_lr" if key == "lr" else key, _cell(value))
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"no job (a folder with .hydra/overrides.yaml) under {sweep_dir}")
+    jobs = pd.DataFrame(rows)
+    log.info(
+        "Read %d jobs from %s: %s",
+        len(jobs),
+        sweep_dir,
+        ", ".join(f"{n} {s}" for s, n in jobs["status"].value_counts().items()),
+    )
+    return jobs
+
+
+def _varying(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if rows[k].astype(str).nunique(dropna=False) > 1]
+
+
+def _override_keys(jobs: pd.DataFrame, sweep_dir: Path | None) -> list[str]:
+    """The columns that came from overrides (every key seen in an overrides file)."""
+    keys: set[str] = set()
+    if sweep_dir is not None:
+        for job in jobs["job"]:
+            path = sweep_dir / job / ".hydra" / "overrides.yaml"
+            if path.is_file():
+                keys.update(_read_overrides(path))
+    return sorted(
+        k for k in keys if k in jobs and k not in _NOT_IDENTITY and not k.startswith("hydra")
+    )
+
+
+def label_jobs(jobs: pd.DataFrame, override_keys: Sequence[str]) -> pd.DataFrame:
+    """Add ``task_label`` and ``variant``: the task and optimizer names, extended by the
+    overrides that vary within them (``optimizer.*`` ones name the optimizer variant,
+    the others the task)."""
+    jobs = jobs.copy()
+    jobs["task_label"] = jobs["task"].astype(str)
+    jobs["variant"] = jobs["optimizer"].astype(str)
+    task_keys = [k for k in override_keys if not k.startswith("optimizer.")]
+    optimizer_keys = [k for k in override_keys if k.startswith("optimizer.")]
+    for _, rows in jobs.groupby("task", dropna=False):
+        keys = _varying(rows, task_keys)
+        if keys:
+            jobs.loc[rows.index, "task_label"] = rows.apply(
+                lambda r, keys=keys: f"{r['task']} ({' '.join(f'{k}={r[k]}' for k in keys)})",
+                axis=1,
+            )
+    for _, rows in jobs.groupby(["task_label", "optimizer"], dropna=False):
+        keys = _varying(rows, optimizer_keys)
+        if keys:
+            jobs.loc[rows.index, "variant"] = rows.apply(
+                lambda r, keys=keys: f"{r['optimizer']} ({' '.join(f'{k}={r[k]}' for k in keys)})",
+                axis=1,
+            )
+    return jobs
+
+
+def objective_for(rows: pd.DataFrame) -> Objective:
+    """The objective of a task from the fields its summaries hold: a network's when they
+    have ``val_auc``, a test function's when they have ``final_gap``. A network's test
+    metric is the challenge's private test AUC, else the public one (a file without the
+    private split)."""
+
+    def present(field: str) -> bool:
+        return field in rows and rows[field].notna().any()
+
+    if present(NETWORK_OBJECTIVE.metric):
+        if not present("test_private_auc") and present("test_public_auc"):
+            return replace(NETWORK_OBJECTIVE, test_metric="test_public_auc")
+        return NETWORK_OBJECTIVE
+    if present(FUNCTION_OBJECTIVE.metric):
+        return FUNCTION_OBJECTIVE
+    if present("val_loss"):
+        return Objective(
+            "val_loss",
+            False,
+            "validation loss",
+            "val/loss",
+            (("val/loss", "validation loss", False),),
+            "epoch",
+        )
+    return Objective(
+        "final_loss",
+        False,
+        "final training loss",
+        "train/loss",
+        (("train/loss", "training loss", False),),
+        "step",
+    )
+
+
+# -- statistics --------------------------------------------------------------------------
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    ``resamples`` resamples of size ``n`` with replacement, drawn as
+    ``default_rng(seed).integers(0, n, (resamples, n))``; the interval is the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of their means
+    (``numpy.percentile``, linear interpolation). ``(nan, nan)`` for no values.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be positive, got {resamples}")
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _scores(rows: pd.DataFrame, objective: Objective) -> pd.Series:
+    """Each run's score, lower is better: the metric (negated when maximising); a
+    diverged run, or one without the metric, scores +inf."""
+    metric = pd.to_numeric(rows.get(objective.metric), errors="coerce")
+    score = -metric if objective.maximize else metric
+    usable = (rows["status"] == "ok") & np.isfinite(score)
+    return score.where(usable, math.inf)
+
+
+def _deduplicate(rows: pd.DataFrame) -> pd.DataFrame:
+    """One run per (task, optimizer, lr, seed), an ``ok`` one where there is a choice."""
+    keys = ["task_label", "variant", "lr", "seed"]
+    ranked = rows.assign(_rank=(rows["status"] != "ok").astype(int))
+    ranked = ranked.sort_values(["_rank", "job"], kind="stable")
+    dupes = ranked.duplicated(keys)
+    if dupes.any():
+        log.warning(
+            "%d job(s) repeat a (task, optimizer, lr, seed) of another; counted once: %s",
+            int(dupes.sum()),
+            ", ".join(ranked.loc[dupes, "job"]),
+        )
+    return ranked[~dupes].drop(columns="_rank").sort_index()
+
+
+def choose_learning_rates(
+    jobs: pd.DataFrame, objectives: Mapping[str, Objective] | None = None
+) -> pd.DataFrame:
+    """For each task and optimizer: the learning rate chosen on validation and the
+    statistics over seeds at that rate (the module docstring gives the rules).
+
+    ``jobs`` needs ``task_label``, ``variant``, ``lr``, ``seed``, ``status`` and the
+    objectives' metrics (:func:`collect_jobs` then :func:`label_jobs`). ``objectives`` maps
+    task labels to an :class:`Objective` (default: :func:`objective_for` each task).
+    Returns one row per (task, optimizer) with ``lr`` (NaN if none), ``lrs_tried``,
+    ``selection_seeds``, ``score`` (the chosen rate's selection mean), ``seeds``, ``mean``,
+    ``ci_low``, ``ci_high``, ``test_mean``, ``test_ci_low``, ``test_ci_high``, ``runs``,
+    ``diverged`` and ``failed`` (counts over every rate; ``failed``
+    includes jobs without a summary).
+    """
+    results = []
+    for (task, variant), rows in jobs.groupby(["task_label", "variant"], sort=True):
+        objective = (objectives or {}).get(task) or objective_for(jobs[jobs["task_label"] == task])
+        runs = _deduplicate(rows)
+        scored = runs[runs["status"].isin(["ok", "diverged"]) & runs["lr"].notna()]
+        scored = scored.assign(_score=_scores(scored, objective))
+        seeds_by_lr = scored.groupby("lr")["seed"].agg(set)
+        common = set.intersection(*seeds_by_lr) if len(seeds_by_lr) else set()
+        selection = scored[scored["seed"].isin(common)] if common else scored
+        by_lr = selection.groupby("lr")["_score"].mean().sort_index()
+
+        row: dict[str, Any] = {
+            "task": task,
+            "optimizer": variant,
+            "metric": objective.metric,
+            "maximize": objective.maximize,
+            "lr": math.nan,
+            "lrs_tried": int(runs["lr"].nunique()),
+            "selection_seeds": " ".join(str(s) for s in sorted(common)) if common else "all",
+            "score": math.nan,
+            "seeds": 0,
+            "mean": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "test_metric": objective.test_metric,
+            "test_mean": math.nan,
+            "test_ci_low": math.nan,
+            "test_ci_high": math.nan,
+            "runs": len(runs),
+            "diverged": int((runs["status"] == "diverged").sum()),
+            "failed": int(runs["status"].isin(["failed", "missing"]).sum()),
+        }
+        if len(by_lr) and np.isfinite(by_lr.min()):
+            lr = float(by_lr.idxmin())  # idxmin: the first (smallest) rate among ties
+            sign = -1.0 if objective.maximize else 1.0
+            at_lr = scored[(scored["lr"] == lr) & np.isfinite(scored["_score"])]
+            values = sign * at_lr["_score"].to_numpy()
+            row.update(
+                lr=lr,
+                score=sign * float(by_lr.min()),
+                seeds=len(values),
+                mean=float(values.mean()),
+            )
+            row["ci_low"], row["ci_high"] = bootstrap_ci(values)
+            if objective.test_metric and objective.test_metric in at_lr:
+                test = pd.to_numeric(at_lr[objective.test_metric], errors="coerce").dropna()
+                if len(test):
+                    row["test_mean"] = float(test.mean())
+                    row["test_ci_low"], row["test_ci_high"] = bootstrap_ci(test.to_numpy())
+        results.append(row)
+    return pd.DataFrame(results)
+
+
+def performance_profile(costs: pd.DataFrame, taus: Sequence[float] | np.ndarray) -> pd.DataFrame:
+    """Dolan-Moré performance profile of a cost table.
+
+    Args:
+        costs: one row per task, one column per optimizer; positive costs (steps to
+            target), ``inf`` or NaN where the optimizer did not reach the target.
+        taus: the ratios at which to evaluate the profile (>= 1).
+
+    Returns:
+        One row per ``tau``, one column per optimizer: the fraction of tasks on which the
+        optimizer's cost is at most ``tau`` times the task's lowest cost. A task that no
+        optimizer solved counts as unsolved for all.
+    """
+    values = costs.astype(float).fillna(math.inf)
+    if (values <= 0).any().any():
+        raise ValueError("performance_profile needs positive costs; got a value <= 0")
+    best = values.min(axis=1)
+    ratios = values.div(best.where(np.isfinite(best), math.inf), axis=0).fillna(math.inf)
+    profile = pd.DataFrame(
+        {name: [(ratios[name] <= tau).mean() for tau in taus] for name in values.columns},
+        index=pd.Index(np.asarray(taus, dtype=float), name="tau"),
+    )
+    return profile
+
+
+# -- steps to target -----------------------------------------------------------------------
+
+
+def _history(sweep_dir: Path, job: str) -> pd.DataFrame | None:
+    path = sweep_dir / job / "history.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _steps_to_target(
+    sweep_dir: Path, runs: pd.DataFrame, objective: Objective, target: float | None
+) -> float:
+    """Median over runs of the first step at which the target is reached (inf: never;
+    at least 1, so that ratios stay finite for a start already on target)."""
+    steps = []
+    for _, run in runs.iterrows():
+        if run["status"] != "ok":
+            steps.append(math.inf)
+            continue
+        if objective.steps_field is not None:
+            reached = run.get(objective.steps_field)
+            steps.append(math.inf if pd.isna(reached) else max(float(reached), 1.0))
+            continue
+        history = _history(sweep_dir, run["job"])
+        if history is None or objective.curve not in history or target is None:
+            steps.append(math.inf)
+            continue
+        curve = history[objective.curve]
+        hit = curve >= target if objective.maximize else curve <= target
+        steps.append(max(float(history.loc[hit, "step"].iloc[0]), 1.0) if hit.any() else math.inf)
+    return float(np.median(steps)) if steps else math.inf
+
+
+def _profile_costs(
+    sweep_dir: Path, jobs: pd.DataFrame, best: pd.DataFrame, objectives: Mapping[str, Objective]
+) -> pd.DataFrame:
+    costs: dict[str, dict[str, float]] = {}
+    for task, chosen in best.groupby("task"):
+        objective = objectives[task]
+        target = None
+        if objective.steps_field is None and chosen["mean"].notna().any():
+            top = chosen["mean"].max() if objective.maximize else chosen["mean"].min()
+            slack = NETWORK_TARGET_TOLERANCE * abs(top)
+            target = top - slack if objective.maximize else top + slack
+        for _, row in chosen.iterrows():
+            runs = jobs[
+                (jobs["task_label"] == task)
+                & (jobs["variant"] == row["optimizer"])
+                & (jobs["lr"] == row["lr"])
+            ]
+            cost = (
+                math.inf
+                if pd.isna(row["lr"])
+                else _steps_to_target(sweep_dir, runs, objective, target)
+            )
+            costs.setdefault(row["optimizer"], {})[task] = cost
+    return pd.DataFrame(costs)
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "task"
+
+
+def _has_positive_data(ax: Any) -> bool:
+    """Whether a line of ``ax`` (data coordinates) has a positive finite y value: a log
+    axis needs one."""
+    for line in ax.get_lines():
+        if line.get_transform() != ax.transData:
+            continue
+        y = np.asarray(line.get_ydata(), dtype=float)
+        if np.any(np.isfinite(y) & (y > 0)):
+            return True
+    return False
+
+
+def _lr_text(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+def plot_curves(
+    sweep_dir: Path, jobs: pd.DataFrame, best: pd.DataFrame, task: str, objective: Objective
+) -> Figure:
+    """Each optimizer at its chosen rate: the mean over seeds as a line, the range from the
+    lowest to the highest seed as a band."""
+    panels = objective.panels
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6.5 * len(panels), 4.6), layout="constrained", squeeze=False
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (_, row) in enumerate(best[best["task"] == task].iterrows()):
+        if pd.isna(row["lr"]):
+            continue
+        runs = jobs[
+            (jobs["task_label"] == task)
+            & (jobs["variant"] == row["optimizer"])
+            & (jobs["lr"] == row["lr"])
+            & jobs["status"].isin(["ok", "diverged"])
+        ]
+        histories = [h for h in (_history(sweep_dir, j) for j in runs["job"]) if h is not None]
+        if not histories:
+            continue
+        color = colors[i % len(colors)]
+        seeds = f"{len(histories)} seed{'s' if len(histories) > 1 else ''}"
+        label = f"{row['optimizer']} (lr {_lr_text(row['lr'])}, {seeds})"
+        for ax, (column, _, log_scale) in zip(axes[0], panels):
+            table = pd.concat(
+                [
+                    h.set_index(objective.x)[column].rename(k)
+                    for k, h in enumerate(histories)
+                    if column in h
+                ],
+                axis=1,
+            )
+            if table.empty:
+                continue
+            table = table.replace([np.inf, -np.inf], np.nan)
+            if log_scale:
+                table = table.where(table > 0)
+            x = table.index.to_numpy()
+            ax.plot(x, table.mean(axis=1), color=color, lw=1.6, label=label)
+            if table.shape[1] > 1:
+                ax.fill_between(
+                    x, table.min(axis=1), table.max(axis=1), color=color, alpha=0.2, lw=0
+                )
+    for ax, (_, ylabel, log_scale) in zip(axes[0], panels):
+        if log_scale and _has_positive_data(ax):
+            ax.set_yscale("log")
+        ax.set_xlabel(objective.x)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(
+        f"{task}: each optimizer at its chosen learning rate\n"
+        "line: mean over seeds; band: lowest to highest seed",
+        fontsize=11,
+    )
+    return fig
+
+
+def plot_lr_sensitivity(
+    jobs: pd.DataFrame, best: pd.DataFrame, task: str, objective: Objective
+) -> Figure:
+    """The selection metric (mean over the ``ok`` seeds) against the learning rate, one line
+    per optimizer; diverged rates as crosses on the worse edge, chosen rates as stars."""
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    edge = blended_transform_factory(ax.transData, ax.transAxes)
+    # Crosses on the worse edge, one row per optimizer so that they do not hide each other.
+    worse_edge, row_step = (0.03, 0.04) if objective.maximize else (0.97, -0.04)
+    rows = jobs[jobs["task_label"] == task]
+    any_diverged = False
+    for i, (variant, runs) in enumerate(rows.groupby("variant", sort=True)):
+        color = colors[i % len(colors)]
+        ok = runs[runs["status"] == "ok"].copy()
+        ok["_metric"] = pd.to_numeric(ok.get(objective.metric), errors="coerce")
+        means = ok.groupby("lr")["_metric"].mean().sort_index()
+        if objective.log_scale:
+            means = means.where(means > 0)
+        ax.plot(means.index, means.to_numpy(), "o-", color=color, ms=4, lw=1.4, label=variant)
+        diverged = sorted(set(runs.loc[runs["status"] == "diverged", "lr"]) - set(means.index))
+        if diverged:
+            any_diverged = True
+            ax.plot(
+                diverged,
+                [worse_edge + i * row_step] * len(diverged),
+                "x",
+                color=color,
+                ms=8,
+                mew=2,
+                transform=edge,
+                clip_on=False,
+            )
+        chosen = best[(best["task"] == task) & (best["optimizer"] == variant)]["lr"]
+        if len(chosen) and pd.notna(chosen.iloc[0]) and chosen.iloc[0] in means.index:
+            lr = chosen.iloc[0]
+            ax.plot([lr], [means[lr]], "*", color=color, ms=16, mec="k", zorder=5)
+    ax.plot([], [], "*", color="0.6", mec="k", ms=12, label="chosen rate (best on validation)")
+    if any_diverged:
+        ax.plot([], [], "x", color="0.3", ms=8, mew=2, label="diverged (every seed)")
+    ax.set_xscale("log")
+    if not _has_positive_data(ax) and not any(
+        np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any()
+        for line in ax.get_lines()
+        if line.get_transform() == ax.transData
+    ):
+        ax.set_yticks([])
+        ax.text(
+            0.5,
+            0.5,
+            "no run finished: every rate diverged or failed",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
+    elif objective.log_scale and _has_positive_data(ax):
+        ax.set_yscale("log")
+    better = "higher" if objective.maximize else "lower"
+    scale = ", log scale" if objective.log_scale else ""
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel(f"{objective.label} (mean over seeds{scale}; {better} is better)")
+    ax.set_title(f"{task}: sensitivity to the learning rate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_performance_profile(profile: pd.DataFrame, n_tasks: int) -> Figure:
+    """The profile as step functions of tau on a log axis."""
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    for name in profile.columns:
+        ax.step(profile.index, profile[name], where="post", lw=1.8, label=name)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("tau: steps to target / fewest steps of any optimizer on the task (log scale)")
+    ax.set_ylabel(f"fraction of the {n_tasks} task(s) within tau of the best")
+    ax.set_title(
+        "Performance profile at the chosen learning rates\n"
+        "a line that stays below 1 never reached the target on some task",
+        fontsize=11,
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_task_trajectories(
+    sweep_dir: Path, jobs: pd.DataFrame, best: pd.DataFrame, task: str
+) -> Figure | None:
+    """The path of each optimizer at its chosen rate (its first seed) over the contours."""
+    rows = jobs[jobs["task_label"] == task]
+    if "function" not in rows or rows["function"].isna().all():
+        return None
+    first = rows[rows["function"].notna()].iloc[0]
+    dim = int(first["dim"]) if pd.notna(first.get("dim")) else None
+    function = get_function(str(first["function"]), dim)
+    paths = {}
+    for _, row in best[best["task"] == task].iterrows():
+        if pd.isna(row["lr"]):
+            continue
+        runs = rows[
+            (rows["variant"] == row["optimizer"])
+            & (rows["lr"] == row["lr"])
+            & rows["status"].isin(["ok", "diverged"])
+        ].sort_values("seed")
+        history = _history(sweep_dir, runs.iloc[0]["job"]) if len(runs) else None
+        columns = [f"x{i}" for i in range(function.dim)]
+        if history is None or not set(columns) <= set(history):
+            continue
+        path = history[columns].to_numpy(dtype=float)
+        path = path[np.isfinite(path).all(axis=1)]
+        steps = int(history["step"].iloc[-1])
+        paths[f"{row['optimizer']} (lr {_lr_text(row['lr'])}, {steps} steps)"] = path
+    if not paths:
+        return None
+    start = json.loads(first["start"]) if isinstance(first.get("start"), str) else None
+    where = f" from {start}" if start else ""
+    return plot_trajectories(
+        function,
+        paths,
+        title=f"{task}{where}\npaths at the chosen learning rates: start (o), end (X)",
+    )
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def _fmt(value: float, maximize: bool | None = None) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+        return f"{value:.3e}"
+    return f"{value:.4f}" if maximize else f"{value:.4g}"
+
+
+def _rerun_command(sweep_dir: Path, jobs: pd.DataFrame, row: pd.Series, seeds: int) -> str | None:
+    """The command that runs the chosen rate again over the seeds ``0..seeds-1`` it lacks."""
+    runs = jobs[
+        (jobs["task_label"] == row["task"])
+        & (jobs["variant"] == row["optimizer"])
+        & (jobs["lr"] == row["lr"])
+    ]
+    missing = sorted(set(range(seeds)) - {int(s) for s in runs["seed"]})
+    if not missing or runs.empty:
+        return None
+    overrides_path = sweep_dir / runs.iloc[0]["job"] / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_path.read_text()) or []
+    kept = [
+        o for o in overrides if not str(o).lstrip("+").startswith(("seed=", "hydra.", "hydra/"))
+    ]
+    target = sweep_dir / "seeds" / _slug(f"{row['task']}_{row['optimizer']}")
+    words = [
+        "python -m torchopt_bench -m",
+        *map(shlex.quote, kept),
+        f"seed={','.join(map(str, missing))}",
+        shlex.quote(f"hydra.sweep.dir={target}"),
+    ]
+    return " ".join(words)
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def build_report(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    objectives: Mapping[str, Objective] | None = None,
+    rerun_seeds: int = 10,
+) -> Path:
+    """Write the report of a sweep (see the module docstring) and return ``report.md``.
+
+    Args:
+        sweep_dir: the sweep's folder (its jobs may lie at any depth below it).
+        out_dir: where to write; ``sweep_dir/report`` by default.
+        objectives: task label -> :class:`Objective`, for tasks judged otherwise than by
+            default (a test function by its final gap, a network by its validation AUC).
+        rerun_seeds: report.md suggests running the chosen rates over seeds
+            ``0..rerun_seeds-1`` where some are missing.
+    """
+    sweep_dir = Path(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = collect_jobs(sweep_dir)
+    jobs = label_jobs(jobs, _override_keys(jobs, sweep_dir))
+    tasks = sorted(jobs["task_label"].dropna().unique())
+    objective_of = {
+        t: (objectives or {}).get(t) or objective_for(jobs[jobs["task_label"] == t]) for t in tasks
+    }
+
+    results_path = out / "results.csv"
+    jobs.to_csv(results_path, index=False)
+    best = choose_learning_rates(jobs, objective_of)
+    best.to_csv(out / "best.csv", index=False)
+    log.info("Wrote %s (%d jobs) and best.csv", results_path, len(jobs))
+
+    counts = jobs["status"].value_counts()
+    lines = [
+        f"# Sweep report: `{sweep_dir}`",
+        "",
+        f"{len(jobs)} jobs, {len(tasks)} task(s): "
+        + ", ".join(
+            f"{counts.get(s, 0)} {s}"
+            for s in ("ok", "diverged", "failed", "missing")
+            if counts.get(s, 0) or s != "missing"
+        )
+        + ". Every job is a row of `results.csv`; the tables are `best.csv`.",
+        "",
+        "Each optimizer's learning rate is chosen on validation (a test function: its final "
+        "gap f - f*; a network: its validation AUC), never on test, by its mean over the "
+        "seeds that every rate was run with; a diverged run scores worst, a failed one is "
+        "left out. Mean and 95% interval (percentile bootstrap of the mean, "
+        f"{BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}) are over the seeds that "
+        "finished at the chosen rate. Diverged and failed count every run of the optimizer "
+        "on the task, at every rate.",
+        "",
+    ]
+    for task in tasks:
+        objective = objective_of[task]
+        chosen = best[best["task"] == task]
+        better = "higher" if objective.maximize else "lower"
+        lines += [f"## {task}", "", f"Chosen on: {objective.label} ({better} is better).", ""]
+        header = [
+            "optimizer",
+            "chosen lr",
+            "rates tried",
+            "seeds",
+            f"{objective.label} mean",
+            "95% CI",
+        ]
+        if objective.test_metric:
+            header += [f"{objective.test_metric} mean (at that lr)", "95% CI"]
+        header += ["diverged", "failed"]
+        table = []
+        order = chosen.sort_values("mean", ascending=not objective.maximize, na_position="last")
+        for _, row in order.iterrows():
+            cells = [
+                row["optimizer"],
+                "-" if pd.isna(row["lr"]) else _lr_text(row["lr"]),
+                str(row["lrs_tried"]),
+                str(row["seeds"]),
+                _fmt(row["mean"], objective.maximize),
+                f"[{_fmt(row['ci_low'], objective.maximize)}, "
+                f"{_fmt(row['ci_high'], objective.maximize)}]",
+            ]
+            if objective.test_metric:
+                cells += [
+                    _fmt(row["test_mean"], True),
+                    f"[{_fmt(row['test_ci_low'], True)}, {_fmt(row['test_ci_high'], True)}]",
+                ]
+            cells += [f"{row['diverged']}/{row['runs']}", f"{row['failed']}/{row['runs']}"]
+            table.append(cells)
+        lines += _markdown_table(header, table) + [""]
+        if (chosen["lr"].isna()).any():
+            lines += ["`-`: every rate of that optimizer diverged or failed.", ""]
+
+        slug = _slug(task)
+        figures = [
+            (f"curves_{slug}.png", plot_curves(sweep_dir, jobs, best, task, objective)),
+            (f"lr_sensitivity_{slug}.png", plot_lr_sensitivity(jobs, best, task, objective)),
+        ]
+        trajectories = plot_task_trajectories(sweep_dir, jobs, best, task)
+        if trajectories is not None:
+            figures.append((f"trajectories_{slug}.png", trajectories))
+        for name, fig in figures:
+            fig.savefig(out / name, dpi=110)
+            plt.close(fig)
+            lines += [f"![{name}]({name})", ""]
+
+        commands = [
+            c
+            for _, row in chosen.iterrows()
+            if pd.notna(row["lr"]) and (c := _rerun_command(sweep_dir, jobs, row, rerun_seeds))
+        ]
+        if not objective.seeded:
+            lines += [
+                "A test function from a fixed start runs the same for every seed: the "
+                "intervals have zero width.",
+                "",
+            ]
+        elif commands:
+            lines += [
+                f"Seeds 0-{rerun_seeds - 1} at the chosen rates (then report again on "
+                "this sweep folder):",
+                "",
+                "```bash",
+                *commands,
+                "```",
+                "",
+            ]
+
+    costs = _profile_costs(sweep_dir, jobs, best, objective_of)
+    if not costs.empty:
+        ratios = costs.div(costs.min(axis=1), axis=0).to_numpy()
+        finite = ratios[np.isfinite(ratios)]
+        ratio_max = float(finite.max()) if finite.size else 1.0
+        taus = np.logspace(0, math.log10(max(2 * ratio_max, 10.0)), 400)
+        profile = performance_profile(costs, taus)
+        profile.to_csv(out / "performance_profile.csv")
+        fig = plot_performance_profile(profile, len(costs))
+        fig.savefig(out / "performance_profile.png", dpi=110)
+        plt.close(fig)
+        steps = costs.T.astype(object).where(np.isfinite(costs.T), "never")
+        lines += [
+            "## Performance profile",
+            "",
+            "Steps to target at the chosen rate (median over seeds): a test function's "
+            "target is its `target_gap`; a network's is the best validation value of any "
+            f"optimizer on the task, within {NETWORK_TARGET_TOLERANCE:.0%}. "
+            "`performance_profile.csv` holds rho(tau).",
+            "",
+        ]
+        lines += _markdown_table(
+            ["optimizer", *steps.columns],
+            [
+                [name, *(v if v == "never" else f"{v:.0f}" for v in steps.loc[name])]
+                for name in steps.index
+            ],
+        )
+        lines += ["", "![performance_profile.png](performance_profile.png)", ""]
+
+    failed = jobs[jobs["status"].isin(["failed", "missing"])]
+    if len(failed):
+        errors = failed["error"] if "error" in failed else pd.Series("", index=failed.index)
+        lines += ["## Failed jobs", ""]
+        lines += _markdown_table(
+            ["job", "optimizer", "lr", "error"],
+            [
+                [
+                    r["job"],
+                    str(r["optimizer"]),
+                    _lr_text(r["lr"]) if pd.notna(r["lr"]) else "-",
+                    str(e if pd.notna(e) else r["status"]).replace("|", "\\|")[:200],
+                ]
+                for (_, r), e in zip(failed.iterrows(), errors)
+            ],
+        )
+        lines += [""]
+
+    report_path = out / "report.md"
+    report_path.write_text("\n".join(lines))
+    log.info("Wrote %s", report_path)
+    return report_path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m torchopt_bench.report SWEEP_DIR [--out DIR]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m torchopt_bench.report",
+        description="Compare the optimizers of a sweep: tables, figures and results.csv in "
+        "SWEEP_DIR/report/.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the sweep's folder (hydra.sweep.dir)")
+    parser.add_argument("--out", type=Path, default=None, help="default: SWEEP_DIR/report")
+    parser.add_argument(
+        "--rerun-seeds",
+        type=int,
+        default=10,
+        help="suggest reruns of the chosen rates over seeds 0..N-1 (default 10)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = build_report(args.sweep_dir, args.out, rerun_seeds=args.rerun_seeds)
+    except ValueError as err:
+        parser.exit(1, f"torchopt_bench.report: {err}\n")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
