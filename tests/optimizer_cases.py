@@ -322,3 +322,77 @@ CASES += [
         slow=True,
     ),
 ]
+
+
+# -- the fused path
+# One row per optimizer with ``capabilities.fused``: the fused path against the class's
+# own per-tensor loop. Every row of the compiled kind costs one compilation (a few
+# seconds), so each holds a single variant that switches on the structural options
+# (AMSGrad, centring, momentum, clipping, ...) and the group override changes values
+# only; rows of torch's fused kernels are free and list several variants.
+
+
+@dataclass(frozen=True)
+class FusedCase:
+    """An optimizer whose ``fused=True`` path must follow its per-tensor loop."""
+
+    cls: type[Optimizer]
+    variants: tuple[Kwargs, ...]
+    #: Values (not structure) that the second param group overrides.
+    group_overrides: Kwargs = field(default_factory=lambda: {"lr": 0.02})
+    #: The state of every parameter is created in the constructor (as torch.optim.Adagrad).
+    eager_state: bool = False
+
+    def __str__(self) -> str:
+        return self.cls.__name__
+
+
+FUSED_CASES: list[FusedCase] = [
+    FusedCase(
+        ours.SGD,
+        (
+            {"lr": 0.01},
+            {"lr": 0.01, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.1},
+            {"lr": 0.01, "momentum": 0.9, "nesterov": True, "maximize": True},
+        ),
+    ),
+    FusedCase(
+        ours.Adam,
+        (
+            {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1, "maximize": True},
+            {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        ),
+        {"lr": 0.02, "betas": (0.5, 0.9)},
+    ),
+    FusedCase(ours.AdamW, ({"lr": 0.01, "weight_decay": 0.1},)),
+    FusedCase(
+        ours.Adagrad,
+        (
+            {"lr": 0.05, "lr_decay": 0.01, "weight_decay": 0.1},
+            {"lr": 0.05, "initial_accumulator_value": 0.5, "maximize": True},
+        ),
+        eager_state=True,
+    ),
+    FusedCase(
+        ours.RMSprop,
+        ({"lr": 0.01, "centered": True, "momentum": 0.5, "weight_decay": 0.1, "maximize": True},),
+        {"lr": 0.02, "alpha": 0.9, "momentum": 0.3},
+    ),
+    FusedCase(ours.Adadelta, ({"lr": 0.5, "weight_decay": 0.1, "maximize": True},), {"rho": 0.8}),
+    FusedCase(ours.Adamax, ({"lr": 0.01, "weight_decay": 0.1},), {"betas": (0.8, 0.99)}),
+    FusedCase(
+        ours.NAdam,
+        ({"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},),
+        {"lr": 0.02, "momentum_decay": 0.01},
+    ),
+    # Over 10 steps with beta2 = 0.999, RAdam steps without rectification for 5 of them.
+    FusedCase(ours.RAdam, ({"lr": 0.01, "weight_decay": 0.1},)),
+    FusedCase(ours.Rprop, ({"lr": 0.01, "maximize": True},), {"etas": (0.4, 1.1)}),
+    # t0 = 3: the average tracks the iterate for 4 steps, then averages.
+    FusedCase(ours.ASGD, ({"lr": 0.01, "lambd": 0.01, "t0": 3, "weight_decay": 0.1},)),
+    FusedCase(ours.AdaBelief, ({"lr": 0.01, "amsgrad": True, "weight_decay": 0.1},)),
+    FusedCase(ours.ADOPT, ({"lr": 0.01, "weight_decay": 0.1, "maximize": True},)),
+    FusedCase(ours.Lion, ({"lr": 0.001, "weight_decay": 0.1},)),
+    FusedCase(ours.ScheduleFreeAdamW, ({"lr": 0.01, "warmup_steps": 3, "weight_decay": 0.1},)),
+    FusedCase(ours.Yogi, ({"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},)),
+]

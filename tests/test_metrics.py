@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from torchopt_bench.metrics import ams, ams_at_threshold, best_ams, weighted_auc
+from torchopt_bench.metrics import (
+    ams,
+    ams_at_threshold,
+    best_ams,
+    ranking_metrics,
+    weighted_auc,
+)
 
 
 def ams_reference(s: float, b: float, b_reg: float = 10.0) -> float:
@@ -164,3 +170,39 @@ def test_weighted_auc_matches_pairwise_count() -> None:
 def test_weighted_auc_rejects_bad_input(args: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         weighted_auc(*args)
+
+
+@pytest.mark.parametrize(
+    ("seed", "ties", "b_reg"), [(0, False, 10.0), (1, True, 10.0), (2, True, 1.0), (4, True, 0.5)]
+)
+def test_ranking_metrics_on_the_device_match_sklearn_and_the_ams_scan(
+    seed: int, ties: bool, b_reg: float
+) -> None:
+    """The one-sort tensor version against scikit-learn's AUC and the brute-force-checked
+    best_ams, ties included."""
+    y, score, w = scored_events(3000, seed, ties)
+    auc, value, threshold = ranking_metrics(
+        torch.tensor(y), torch.tensor(score, dtype=torch.float32), torch.tensor(w), b_reg
+    )
+    score32 = score.astype(np.float32).astype(np.float64)
+    assert auc == pytest.approx(weighted_auc(y, score32, w), rel=1e-12)
+    assert (value, threshold) == pytest.approx(best_ams(y, score32, w, b_reg), rel=1e-12)
+
+
+def test_ranking_metrics_auc_counts_ties_as_one_half() -> None:
+    # Signal (w 1, 2) at scores 0.9 and 0.5, background (w 3, 4) at 0.5 and 0.1:
+    # pairs signal > background: 1*3 + 1*4 + 2*4 = 15, tied (0.5 = 0.5): 2*3 = 6 counts 3;
+    # AUC = (15 + 3) / (3 * 7) = 18 / 21.
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    score = torch.tensor([0.9, 0.5, 0.5, 0.1])
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    auc, _, _ = ranking_metrics(y, score, w)
+    assert auc == pytest.approx(18 / 21, rel=1e-15)
+
+
+def test_ranking_metrics_without_signal_weight_selects_nothing() -> None:
+    y = torch.tensor([1.0, 0.0, 0.0])
+    _, value, threshold = ranking_metrics(
+        y, torch.tensor([0.1, 0.5, 0.9]), torch.tensor([0.0, 1.0, 1.0])
+    )
+    assert (value, threshold) == (0.0, float("inf"))

@@ -33,9 +33,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
+from torch import Tensor
 
-__all__ = ["AMS_B_REG", "ams", "ams_at_threshold", "best_ams", "weighted_auc"]
+__all__ = [
+    "AMS_B_REG",
+    "ams",
+    "ams_at_threshold",
+    "best_ams",
+    "ranking_metrics",
+    "weighted_auc",
+]
 
 #: The challenge's regularisation term b_r (CERN Open Data record 328; Kaggle evaluation page).
 AMS_B_REG = 10.0
@@ -204,3 +213,55 @@ def best_ams(y: Any, score: Any, w: Any, b_reg: float = AMS_B_REG) -> tuple[floa
     if values[best] <= 0.0:
         return 0.0, float("inf")
     return float(values[best]), float(thresholds[best])
+
+
+def ranking_metrics(
+    y: Tensor, score: Tensor, w: Tensor, b_reg: float = AMS_B_REG
+) -> tuple[float, float, float]:
+    r"""Weighted ROC AUC, best AMS and its threshold from one sort, on the tensors' device.
+
+    The per-epoch validation metrics of the network tasks, computed where the scores are
+    (CPU or CUDA) with one descending sort: cumulative signal and background weights at the
+    last event of each run of equal scores give both the ROC curve, whose trapezoidal area
+    is the weighted AUC with ties counting one half (what :func:`weighted_auc`, i.e.
+    scikit-learn, returns), and the AMS of every cut (what :func:`best_ams` scans). Only the
+    three numbers are copied to the host. Computed in float64; inputs are not validated
+    (the host functions do that), labels must be 0/1 and both classes present.
+
+    Returns:
+        ``(auc, ams, threshold)``, as :func:`weighted_auc` and :func:`best_ams` define them
+        (threshold ``inf`` and AMS 0 when no cut selects signal).
+    """
+    score = score.detach().to(torch.float64).reshape(-1)
+    y = y.detach().to(torch.float64).reshape(-1)
+    w = w.detach().to(torch.float64).reshape(-1)
+
+    # Decreasing score, stable, as best_ams sorts.
+    order = torch.argsort(score, descending=True, stable=True)
+    sorted_score = score[order]
+    signal_w = w[order] * y[order]
+    s_cum = torch.cumsum(signal_w, 0)
+    b_cum = torch.cumsum(w[order] - signal_w, 0)
+    last = torch.ones_like(sorted_score, dtype=torch.bool)
+    last[:-1] = sorted_score[1:] != sorted_score[:-1]
+    s_at, b_at, thresholds = s_cum[last], b_cum[last], sorted_score[last]
+
+    # ROC area by the trapezoidal rule over the tie groups.
+    zero = s_at.new_zeros(1)
+    s_steps, b_steps = torch.cat([zero, s_at]), torch.cat([zero, b_at])
+    area = torch.sum((b_steps[1:] - b_steps[:-1]) * (s_steps[1:] + s_steps[:-1])) / 2
+    auc = area / (s_at[-1] * b_at[-1])
+
+    # AMS of every cut, the small-signal series where the closed form cancels.
+    denominator = b_at + b_reg
+    x = s_at / denominator
+    series = x * x * (1.0 / 2.0 - x * (1.0 / 6.0 - x * (1.0 / 12.0 - x / 20.0)))
+    closed = (1.0 + x) * torch.log1p(x) - x
+    values = torch.sqrt(
+        torch.clamp(2.0 * denominator * torch.where(x < _SERIES_BELOW, series, closed), min=0.0)
+    )
+    best = torch.argmax(values)  # the first maximum: the highest threshold among ties
+    result = torch.stack([auc, values[best], thresholds[best]]).tolist()
+    if result[1] <= 0.0:
+        return result[0], 0.0, float("inf")
+    return result[0], result[1], result[2]

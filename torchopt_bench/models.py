@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "SmallCNN"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -45,3 +45,40 @@ class MLP(nn.Sequential):
         out = super().forward(x)
         # One output unit: a logit per event, shape (batch,) like the labels.
         return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional network for little square images (the 8x8 digits):
+    ``conv 3x3 -> ReLU -> conv 3x3 -> ReLU -> max-pool 2 -> linear`` to logits.
+
+    Both convolutions keep the image size (padding 1); the pooling halves it.
+
+    Args:
+        image_size: the side of the (square, one-channel) input images; inputs may come
+            flat, ``(batch, image_size**2)``, or as ``(batch, 1, image_size, image_size)``.
+        channels: the output channels of the two convolutions.
+        num_classes: the number of logits.
+    """
+
+    def __init__(
+        self, image_size: int = 8, channels: Sequence[int] = (16, 32), num_classes: int = 10
+    ) -> None:
+        super().__init__()
+        if len(channels) != 2 or any(int(c) < 1 for c in channels):
+            raise ValueError(f"Invalid channels {list(channels)}: give two sizes >= 1")
+        if image_size < 2 or image_size % 2:
+            raise ValueError(f"Invalid image_size {image_size}: an even number >= 2")
+        c1, c2 = (int(c) for c in channels)
+        self.image_size = image_size
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Linear(c2 * (image_size // 2) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1, 1, self.image_size, self.image_size)
+        return self.classifier(self.features(x).flatten(1))

@@ -13,17 +13,36 @@ What an optimizer needs from the loop is read from its ``capabilities`` (see
 
 A loss or parameter that stops being finite ends the run with status ``diverged``: it is a
 result, not a crash.
+
+Checkpoints and resume (network tasks): every ``checkpoint_every`` epochs, and after the
+last one, ``checkpoint.pt`` in the run directory is replaced (atomically) by the task's
+state (model, data-order generator), every optimizer's ``state_dict``, the RNG states of
+Python, NumPy and torch (CPU and every CUDA device), the history so far, the epoch, the step
+and the time-to-target bookkeeping. ``resume=True`` loads it from the run directory the
+recorder writes to (the same ``hydra.run.dir``) and carries on with the next epoch; as every
+source of randomness is restored, the resumed run computes exactly what the uninterrupted
+run computes. Without a checkpoint there, the run starts from the beginning.
+
+Time to target, as AlgoPerf measures training algorithms: for each metric the task names in
+:meth:`~torchopt_bench.tasks.base.Task.targets` (``val/auc >= 0.9``, say), the first epoch
+whose history row reaches it, with the optimizer steps and the training wall time up to that
+epoch (``wall_time_s``, the steps alone, evaluation excluded as in AlgoPerf's submission
+time) and the time including the evaluations (``elapsed_s``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
@@ -35,7 +54,11 @@ from .tracking import RunRecorder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "capabilities_of"]
+__all__ = ["CHECKPOINT_NAME", "Trainer", "capabilities_of"]
+
+#: The checkpoint file in the run directory.
+CHECKPOINT_NAME = "checkpoint.pt"
+_CHECKPOINT_VERSION = 1
 
 OptimizerFactory = Callable[[Any], Optimizer]
 
@@ -66,6 +89,28 @@ def _split_matrices(params: Iterable[Any]) -> tuple[list[Any], list[Any]]:
     return matrices, others
 
 
+def _rng_states() -> dict[str, Any]:
+    """Every global random state a run draws from, as tensors and plain values (loadable
+    with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    python = states["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))  # noqa: NPY002
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def _global_norm(tensors: list[Tensor]) -> float:
     if not tensors:
         return 0.0
@@ -84,6 +129,9 @@ class Trainer:
         log_norms: record the gradient and update norms of the last step of each epoch.
         fallback_optimizer: factory for the parameters a ``matrix_only`` optimizer does not
             take (None: such parameters are an error).
+        checkpoint_every: write ``checkpoint.pt`` every this many epochs and after the last
+            (network tasks; 0: never).
+        resume: continue from the run directory's ``checkpoint.pt`` when there is one.
     """
 
     def __init__(
@@ -94,6 +142,8 @@ class Trainer:
         progress: bool = True,
         log_norms: bool = True,
         fallback_optimizer: OptimizerFactory | None = None,
+        checkpoint_every: int = 0,
+        resume: bool = False,
     ) -> None:
         if steps < 0:
             raise ValueError(f"trainer.steps must be non-negative, got {steps}")
@@ -104,6 +154,13 @@ class Trainer:
                 f"trainer.batch_size must be a positive integer or null (full batch), "
                 f"got {batch_size}"
             )
+        if checkpoint_every < 0:
+            raise ValueError(
+                f"trainer.checkpoint_every must be a non-negative number of epochs (0: no "
+                f"checkpoints), got {checkpoint_every}"
+            )
+        self.checkpoint_every = int(checkpoint_every)
+        self.resume = bool(resume)
         self.steps = steps
         self.epochs = epochs
         self.batch_size = batch_size
@@ -152,7 +209,19 @@ class Trainer:
         Fields: ``status`` (``ok`` or ``diverged``), ``steps``, ``epochs``, ``final_loss``,
         ``wall_time_s`` (the optimisation steps alone, without evaluation and figures),
         ``eval_time_s`` and, for a divergence, ``diverged_at_step`` and ``diverged_reason``.
+        With targets (:meth:`Task.targets`): ``time_to_target`` (per metric: ``target``,
+        ``reached``, ``epoch``, ``steps``, ``wall_time_s``, ``elapsed_s``) and, for the first
+        target, ``steps_to_target`` and ``time_to_target_s`` (None if never reached). A
+        resumed run adds ``resumed_from_epoch``.
+
+        A row's ``train/loss`` is the mean of the epoch's mini-batch losses, as the steps
+        computed them, unless the task's :meth:`Task.evaluate` gives its own.
         """
+        # A task may fit the optimizer to its parameters first: a test function run from
+        # many starts gives a method that is not elementwise one optimizer per start.
+        adapt = getattr(task, "adapt_optimizer", None)
+        if adapt is not None:
+            factory = adapt(factory)
         caps = capabilities_of(factory)
         optimizers = self.build_optimizers(factory, task)
         primary = optimizers[0]
@@ -167,6 +236,23 @@ class Trainer:
         device = params[0].device if params else torch.device("cpu")
         last: dict[str, Any] = {}
         norms: dict[str, float] = {}
+        targets = dict(task.targets())
+        reached: dict[str, dict[str, Any]] = {}
+        checkpoint = Path(recorder.run_dir) / CHECKPOINT_NAME
+        checkpoints = task.kind == "network"
+        if not checkpoints and (self.checkpoint_every or self.resume):
+            log.warning(
+                "trainer.checkpoint_every / trainer.resume apply to network tasks; task %s "
+                "is a %s and runs without checkpoints",
+                task.name,
+                task.kind,
+            )
+        fingerprint = {
+            "task": task.name,
+            "optimizers": [type(opt).__name__ for opt in optimizers],
+            "shapes": [list(p.shape) for p in params],
+            "batch_size": self.batch_size,
+        }
 
         def set_modes(training: bool) -> None:
             (task.train if training else task.eval)()
@@ -202,29 +288,54 @@ class Trainer:
                 )
             return loss
 
+        start_epoch = 1
+        resumed = None
+        if checkpoints and self.resume:
+            resumed = self._load_checkpoint(checkpoint, fingerprint, task, optimizers)
         set_modes(training=False)
-        first = task.initial_row()
-        if first is not None:
-            recorder.log_row(0, {"step": 0, "epoch": 0, **first, "lr": self._lr(primary)})
+        first = None
+        if resumed is None:
+            first = task.initial_row()
+            if first is not None:
+                recorder.log_row(0, {"step": 0, "epoch": 0, **first, "lr": self._lr(primary)})
+        else:
+            start_epoch = resumed["epoch"] + 1
+            step = resumed["step"]
+            train_time, eval_time = resumed["train_time"], resumed["eval_time"]
+            reached = resumed["reached"]
+            recorder.history[:] = resumed["history"]
+            last = recorder.history[-1] if recorder.history else {}
+            if recorder.writer is not None:
+                # Events a stopped run wrote after its checkpoint are superseded, as
+                # SummaryWriter(purge_step=...) does it.
+                from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+                recorder.writer._get_file_writer().add_event(
+                    Event(step=step + 1, session_log=SessionLog(status=SessionLog.START))
+                )
 
         bar = tqdm(
-            range(1, n_epochs + 1),
+            range(start_epoch, n_epochs + 1),
             disable=None if self.progress else True,
             desc=task.name,
             unit="step" if task.kind == "function" else "epoch",
             leave=False,
+            initial=start_epoch - 1,
+            total=n_epochs,
         )
         for epoch in bar:
             set_modes(training=True)
             batches = list(task.batches(epoch))
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            # The steps' losses stay on the device and are summed once after the epoch:
+            # no per-step kernel or host synchronisation for the bookkeeping.
+            losses: list[Tensor] = []
             start = time.perf_counter()
             for i, batch in enumerate(batches):
                 record = norms if (self.log_norms and i == len(batches) - 1) else None
                 if record is not None:
                     record.clear()
                 loss = one_step(batch, record)
-                loss_sum += loss.detach().to(torch.float64)
+                losses.append(loss.detach())
                 step += 1
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -232,12 +343,18 @@ class Trainer:
 
             start = time.perf_counter()
             set_modes(training=False)
-            step_loss = float(loss_sum) / max(len(batches), 1)
+            step_loss = (
+                float(torch.stack(losses).to(torch.float64).sum()) / len(losses)
+                if losses
+                else float("nan")
+            )
             if not math.isfinite(step_loss):
                 status, reason = "diverged", f"non-finite training loss ({step_loss})"
             elif not task.params_finite():
                 status, reason = "diverged", "non-finite parameter"
-            row = {"step": step, "epoch": epoch, **task.evaluate(epoch), "lr": self._lr(primary)}
+            row = {"step": step, "epoch": epoch, "train/loss": step_loss}
+            row.update(task.evaluate(epoch))
+            row["lr"] = self._lr(primary)
             if status == "ok" and not all(
                 math.isfinite(v) for v in row.values() if isinstance(v, float)
             ):
@@ -250,6 +367,44 @@ class Trainer:
             if status != "ok":
                 log.warning("Run diverged at step %d (epoch %d): %s", step, epoch, reason)
                 break
+            for metric, target in targets.items():
+                value = row.get(metric)
+                if metric not in reached and value is not None and value >= target:
+                    reached[metric] = {
+                        "epoch": epoch,
+                        "steps": step,
+                        "wall_time_s": train_time,
+                        "elapsed_s": train_time + eval_time,
+                    }
+                    log.info(
+                        "%s reached its target %g at epoch %d (step %d) after %.3g s of training",
+                        metric,
+                        target,
+                        epoch,
+                        step,
+                        train_time,
+                    )
+            if (
+                checkpoints
+                and self.checkpoint_every
+                and (epoch % self.checkpoint_every == 0 or epoch == n_epochs)
+            ):
+                self._save_checkpoint(
+                    checkpoint,
+                    {
+                        "version": _CHECKPOINT_VERSION,
+                        "fingerprint": fingerprint,
+                        "epoch": epoch,
+                        "step": step,
+                        "train_time": train_time,
+                        "eval_time": eval_time,
+                        "reached": reached,
+                        "history": recorder.history,
+                        "task": task.state_dict(),
+                        "optimizers": [opt.state_dict() for opt in optimizers],
+                        "rng": _rng_states(),
+                    },
+                )
             if "train/loss" in row:
                 bar.set_postfix(loss=f"{row['train/loss']:.4g}", refresh=False)
         bar.close()
@@ -265,7 +420,64 @@ class Trainer:
         }
         if status == "diverged":
             summary.update(diverged_at_step=step, diverged_reason=reason)
+        if resumed is not None:
+            summary["resumed_from_epoch"] = resumed["epoch"]
+        if targets:
+            summary["time_to_target"] = {
+                metric: {"target": target, "reached": metric in reached, **reached.get(metric, {})}
+                for metric, target in targets.items()
+            }
+            primary_target = reached.get(next(iter(targets)), {})
+            summary["steps_to_target"] = primary_target.get("steps")
+            summary["time_to_target_s"] = primary_target.get("wall_time_s")
         return summary
+
+    @staticmethod
+    def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+        """Write ``state`` to ``path`` atomically: a stopped write leaves the previous
+        checkpoint in place."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        log.debug("Checkpoint at epoch %d: %s", state["epoch"], path)
+
+    @staticmethod
+    def _load_checkpoint(
+        path: Path, fingerprint: Mapping[str, Any], task: Task, optimizers: list[Optimizer]
+    ) -> dict[str, Any] | None:
+        """Restore the task, the optimizers and the RNGs from ``path``; return the loop's
+        counters and history, or None when there is no checkpoint."""
+        if not path.is_file():
+            log.info("trainer.resume: no checkpoint at %s, starting from the beginning", path)
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(
+                f"trainer.resume: cannot read the checkpoint {path} ({type(err).__name__}: "
+                f"{err}); delete it to start from the beginning"
+            ) from err
+        if state.get("version") != _CHECKPOINT_VERSION:
+            raise ValueError(
+                f"trainer.resume: {path} was written by another version of the trainer "
+                f"(version {state.get('version')}); delete it to start from the beginning"
+            )
+        differ = [k for k, v in fingerprint.items() if state["fingerprint"].get(k) != v]
+        if differ:
+            detail = ", ".join(
+                f"{k}: {state['fingerprint'].get(k)} in the checkpoint, {fingerprint[k]} now"
+                for k in differ
+            )
+            raise ValueError(
+                f"trainer.resume: the checkpoint {path} belongs to another run ({detail}); "
+                "resume with the settings of the stopped run, or use another hydra.run.dir"
+            )
+        task.load_state_dict(state["task"])
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        _set_rng_states(state["rng"])
+        log.info("Resumed from %s: epoch %d, step %d", path, state["epoch"], state["step"])
+        return state
 
     @staticmethod
     def _lr(optimizer: Optimizer) -> float:
@@ -275,7 +487,7 @@ class Trainer:
 
 def trainer_from_config(cfg: Mapping[str, Any], fallback: OptimizerFactory | None) -> Trainer:
     """A :class:`Trainer` from the ``trainer`` config group."""
-    keys = {"steps", "epochs", "batch_size", "progress", "log_norms"}
+    keys = {"steps", "epochs", "batch_size", "progress", "log_norms", "checkpoint_every", "resume"}
     unknown = set(cfg) - keys - {"fallback_optimizer"}
     if unknown:
         raise ValueError(f"Unknown trainer setting(s) {sorted(unknown)}; known: {sorted(keys)}")

@@ -224,12 +224,15 @@ class HiggsSplit:
             :data:`SIGNAL_WEIGHT_TOTAL` and its background weights to
             :data:`BACKGROUND_WEIGHT_TOTAL` (the full-dataset totals).
         event_id: the file's ``EventId`` of each row, int64 ``(n,)``.
+        w_file: the weight column as the file holds it, before the scaling, float64
+            ``(n,)`` (None when not known).
     """
 
     X: np.ndarray
     y: np.ndarray
     w: np.ndarray
     event_id: np.ndarray
+    w_file: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -979,6 +982,7 @@ def load_higgs(
             y=y.astype(np.float32),
             w=renormalize_weights(raw_weight[split_rows], y),
             event_id=table.event_id[split_rows].astype(np.int64),
+            w_file=raw_weight[split_rows].astype(np.float64),
         )
 
     train, val = make(rows.train), make(rows.val)

@@ -1,7 +1,8 @@
 """List the registered optimizers: ``python -m torchopt_bench.optim``.
 
 Prints one row per optimizer of :data:`~torchopt_bench.optim.OPTIMIZERS` with its
-capabilities (the fields of :class:`~torchopt_bench.optim.Capabilities`) and the
+capabilities (the fields of :class:`~torchopt_bench.optim.Capabilities`), how its
+``fused=True`` path runs (torch's fused kernel or a ``torch.compile``\ d update) and the
 reference it is checked against.
 """
 
@@ -16,12 +17,18 @@ from . import OPTIMIZERS, Capabilities
 
 
 def optimizer_table() -> pd.DataFrame:
-    """One row per registered optimizer, sorted by name: capabilities and reference."""
+    """One row per registered optimizer, sorted by name: capabilities, fused path and
+    reference."""
     rows = [
-        {"name": name, **cls.capabilities.as_dict(), "reference": cls.reference}
+        {
+            "name": name,
+            **cls.capabilities.as_dict(),
+            "fused_path": cls.fused_path or "-",
+            "reference": cls.reference,
+        }
         for name, cls in sorted(OPTIMIZERS.items(), key=lambda item: item[0].lower())
     ]
-    columns = ["name", *(f.name for f in fields(Capabilities)), "reference"]
+    columns = ["name", *(f.name for f in fields(Capabilities)), "fused_path", "reference"]
     return pd.DataFrame(rows, columns=columns)
 
 

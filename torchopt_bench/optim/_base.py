@@ -1,4 +1,4 @@
-"""Shared machinery of the optimizers: capabilities, validation, the step skeleton.
+r"""Shared machinery of the optimizers: capabilities, validation, the step skeleton.
 
 Every optimizer of the package subclasses :class:`BenchOptimizer`, which is a plain
 ``torch.optim.Optimizer``. A subclass supplies the update of one parameter group in
@@ -8,6 +8,16 @@ two forms that must agree:
   read beside the paper. It is the ground truth of the package.
 * ``_foreach(group, params, grads, states)``: the same update with ``torch._foreach_*``
   multi-tensor kernels. It is optional; without it ``foreach=True`` falls back to the loop.
+
+``fused=True`` (where :attr:`Capabilities.fused`) runs one pass over memory per step,
+in one of two ways, named by :attr:`BenchOptimizer.fused_path`:
+
+* torch's own fused kernel (``torch._fused_adam_`` and the like), for the methods that
+  torch has one for; the class overrides ``_fused``;
+* a ``torch.compile``\ d update (:mod:`torchopt_bench.optim._fused`): the class writes the
+  update of one tensor as ``_fused_update(flags, param, grad, *state, s)``, with the
+  step's scalars ``s`` computed on the host by ``_fused_scalars``, the state tensors named
+  by ``_fused_state_keys`` and the structural switches by ``_fused_flags``.
 
 ``states`` holds one dict per parameter, created by ``_init_state`` on the parameter's
 first step. Hyperparameters are read from the param group on every step so that
@@ -23,6 +33,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import _foreach_supported_types
+from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+
+from ._fused import run_fused
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -98,12 +112,53 @@ def view_as_real(tensors: list[Tensor]) -> list[Tensor]:
 
 
 def default_foreach(params: list[Tensor]) -> bool:
-    """torch.optim's default: the multi-tensor path only when every tensor is on an
-    accelerator that has foreach kernels, and is a plain tensor."""
-    supported = {"cuda", "xpu", "mps", "mtia"}
-    return bool(params) and all(
-        p.device.type in supported and type(p) in (Tensor, torch.nn.Parameter) for p in params
+    """torch.optim's default (``_default_to_fused_or_foreach``): the multi-tensor path
+    only when every tensor is of a type and on a device that torch has foreach kernels
+    for (CUDA, XPU, MTIA and the private-use backend; not the CPU, not MPS)."""
+    supported = _get_foreach_kernels_supported_devices()
+    return not torch.jit.is_scripting() and all(
+        type(p) in _foreach_supported_types and p.device.type in supported for p in params
     )
+
+
+def step_tensor(p: Tensor, group: dict[str, Any]) -> Tensor:
+    """A zero ``step`` counter as torch.optim creates it: a float32 tensor on the
+    parameter's device for a fused group (torch's fused kernels read it there), else a
+    CPU tensor of :func:`scalar_dtype`."""
+    if group.get("fused"):
+        return torch.zeros((), dtype=torch.float32, device=p.device)
+    return torch.tensor(0.0, dtype=scalar_dtype())
+
+
+def step_values(steps: list[Tensor]) -> list[float]:
+    """The values of ``step`` tensors as floats, with a single device sync at most."""
+    if all(step.device.type == "cpu" for step in steps):
+        return [step.item() for step in steps]
+    return torch.stack([step.to("cpu", torch.float64) for step in steps]).tolist()
+
+
+def advance_steps(states: list[dict[str, Any]]) -> list[float]:
+    """Add one to the ``step`` of every state (one multi-tensor call) and return the new
+    values."""
+    steps = [state["step"] for state in states]
+    torch._foreach_add_(steps, 1)
+    return step_values(steps)
+
+
+def group_by_device_and_dtype(params: list[Tensor]) -> dict[tuple, list[int]]:
+    """Indices of ``params`` by (device, dtype): torch's fused kernels take one of each."""
+    groups: dict[tuple, list[int]] = {}
+    for index, p in enumerate(params):
+        groups.setdefault((p.device, p.dtype), []).append(index)
+    return groups
+
+
+def device_lr(lr: float | Tensor, device: torch.device) -> float | Tensor:
+    """``lr`` as torch's fused kernels take it: a tensor only if it already lives on an
+    accelerator (then on ``device``), else a float."""
+    if isinstance(lr, Tensor) and lr.device.type != "cpu":
+        return lr.to(device)
+    return float(lr)
 
 
 class BenchOptimizer(Optimizer):
@@ -116,6 +171,8 @@ class BenchOptimizer(Optimizer):
 
     capabilities: ClassVar[Capabilities] = Capabilities()
     reference: ClassVar[str] = ""
+    #: How ``fused=True`` runs: the torch kernel it calls, or ``"torch.compile"``.
+    fused_path: ClassVar[str] = ""
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         defaults.setdefault("maximize", False)
@@ -129,9 +186,28 @@ class BenchOptimizer(Optimizer):
             )
         if defaults["fused"] and defaults["foreach"]:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        if defaults["foreach"] and not self.capabilities.foreach:
+            raise RuntimeError(
+                f"`foreach=True` is not supported by {type(self).__name__} (it has no "
+                "multi-tensor path); leave foreach None or False"
+            )
         if defaults["fused"] and not self.capabilities.fused:
-            raise RuntimeError(f"`fused=True` is not supported by {type(self).__name__}")
+            raise RuntimeError(
+                f"`fused=True` is not supported by {type(self).__name__} (its update is not "
+                "elementwise); leave fused None or False"
+            )
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            if group["fused"]:
+                self._check_fused_params(group)
+
+    def _check_fused_params(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if not (p.is_floating_point() or p.is_complex()):
+                raise RuntimeError(
+                    "`fused=True` requires all the params to be floating point (or complex) "
+                    f"Tensors, but one is {p.dtype} on {p.device}"
+                )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -164,21 +240,56 @@ class BenchOptimizer(Optimizer):
     ) -> None:
         self._single_tensor(group, params, grads, states)
 
-    def _fused(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict[str, Any]],
-    ) -> None:
+    # -- the fused path: a compiled update (or an override calling a torch kernel) ---------
+
+    def _fused_flags(self, group: dict[str, Any]) -> tuple:
+        """Structural switches of the update (a new value compiles a new kernel)."""
+        return ()
+
+    def _fused_state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state tensors passed to ``_fused_update``, in order."""
         raise NotImplementedError
+
+    def _fused_scalars(
+        self, group: dict[str, Any], states: list[dict[str, Any]]
+    ) -> list[list[float]]:
+        """One row of host scalars per tensor for this step; advances ``step`` (and any
+        other host-side state) exactly as the per-tensor loop does."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _fused_update(flags: tuple, param: Tensor, grad: Tensor, *state: Tensor, s: Tensor):
+        """The update of one (real) tensor, traced by ``torch.compile``."""
+        raise NotImplementedError
+
+    def _fused(self, batches: list[tuple[dict, list[Tensor], list[Tensor], list[dict]]]) -> None:
+        """Every fused group of the step, as ``(group, params, grads, states)`` with the
+        gradients *not* negated for ``maximize``. Groups with the same flags share one
+        compiled call: their hyperparameters are rows of the scalars, not constants."""
+        buckets: dict[tuple, tuple[list, list]] = {}
+        for group, params, grads, states in batches:
+            if any(grad.is_sparse for grad in grads):
+                raise RuntimeError(f"{type(self).__name__} with fused=True: sparse gradients")
+            keys = self._fused_state_keys(group)
+            rows, scalars = buckets.setdefault(
+                (self._fused_flags(group), bool(group["maximize"])), ([], [])
+            )
+            scalars += self._fused_scalars(group, states)
+            for param, grad, state in zip(params, grads, states):
+                rows.append(tuple(view_as_real([param, grad, *(state[k] for k in keys)])))
+        for (flags, maximize), (rows, scalars) in buckets.items():
+            run_fused(type(self)._fused_update, flags, maximize, rows, scalars)
 
     # -- the step ------------------------------------------------------------------------
 
-    def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[dict]]:
+    def _gather(
+        self, group: dict[str, Any], negate: bool = True
+    ) -> tuple[list[Tensor], list[Tensor], list[dict]]:
         """Parameters that have a gradient, their gradients and their (initialised) state.
 
-        Parameters whose ``grad`` is None are skipped entirely: no state, no update.
+        Parameters whose ``grad`` is None are skipped entirely: no state, no update. With
+        ``maximize`` the gradients are negated unless ``negate`` is False (the fused path
+        folds the sign into its single pass).
         """
         params, grads, states = [], [], []
         for p in group["params"]:
@@ -192,7 +303,7 @@ class BenchOptimizer(Optimizer):
             params.append(p)
             # maximize is handled once, here: the update then always descends. The
             # negated gradient is a new tensor, so no update may modify grads in place.
-            grads.append(-p.grad if group["maximize"] else p.grad)
+            grads.append(-p.grad if group["maximize"] and negate else p.grad)
             states.append(state)
         return params, grads, states
 
@@ -213,14 +324,17 @@ class BenchOptimizer(Optimizer):
         elif self.capabilities.needs_closure:
             raise RuntimeError(f"{type(self).__name__} requires a closure, e.g. step(closure)")
 
+        fused_batches = []
         for group in self.param_groups:
-            params, grads, states = self._gather(group)
+            params, grads, states = self._gather(group, negate=not group["fused"])
             if not params:
                 continue
             if group["fused"]:
-                self._fused(group, params, grads, states)
+                fused_batches.append((group, params, grads, states))
             elif self._use_foreach(group, params):
                 self._foreach(group, params, grads, states)
             else:
                 self._single_tensor(group, params, grads, states)
+        if fused_batches:
+            self._fused(fused_batches)
         return loss

@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -63,11 +64,15 @@ class AdaBelief(BenchOptimizer):
             the default) instead of adding :math:`\lambda\theta` to the gradient.
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "pytorch_optimizer.AdaBelief"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -82,6 +87,7 @@ class AdaBelief(BenchOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -98,6 +104,7 @@ class AdaBelief(BenchOptimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -178,3 +185,42 @@ class AdaBelief(BenchOptimizer):
         torch._foreach_div_(denoms, bias_correction2_sqrt)
         torch._foreach_add_(denoms, eps)
         torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_flags(self, group) -> tuple:
+        return (bool(group["amsgrad"]),)
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_var", *(["max_exp_avg_var"] if group["amsgrad"] else []))
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
+        weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        shrink = 1 - lr * weight_decay if decoupled else 1.0
+        coupled = 0.0 if decoupled else weight_decay
+        return [
+            [shrink, coupled, 1 - beta1, beta2, 1 - beta2, eps,
+             (1 - beta2**step) ** 0.5, -lr / (1 - beta1**step)]
+            for step in advance_steps(states)
+        ]  # fmt: skip
+
+    @staticmethod
+    def _fused_update(flags, param, grad, exp_avg, exp_avg_var, *state, s) -> None:
+        (amsgrad,) = flags
+        shrink, coupled, one_minus_beta1, beta2, one_minus_beta2, eps = s[:6].unbind()
+        bias_correction2_sqrt, step_size = s[6:].unbind()
+        param_decayed = param * shrink
+        grad = grad + coupled * param_decayed
+
+        exp_avg.copy_(torch.lerp(exp_avg, grad, one_minus_beta1))
+        residual = grad - exp_avg
+        exp_avg_var.copy_(exp_avg_var * beta2 + one_minus_beta2 * residual * residual + eps)
+        var = exp_avg_var
+        if amsgrad:
+            max_exp_avg_var = state[0]
+            max_exp_avg_var.copy_(torch.maximum(max_exp_avg_var, exp_avg_var))
+            var = max_exp_avg_var
+
+        denom = var.sqrt() / bias_correction2_sqrt + eps
+        param.copy_(param_decayed + step_size * (exp_avg / denom))

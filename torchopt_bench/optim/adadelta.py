@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_lr,
     check_nonnegative,
     register,
@@ -46,13 +47,17 @@ class Adadelta(BenchOptimizer):
         eps: :math:`\epsilon` inside the square roots (default 1e-6).
         weight_decay: :math:`\lambda` (default 0), an L2 penalty added to the gradient.
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         capturable: not supported (raises ValueError when True).
         maximize: ascend the objective instead of descending (default False).
         differentiable: not supported (raises ValueError when True).
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Adadelta"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class Adadelta(BenchOptimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         if not 0.0 <= rho <= 1.0:
@@ -85,6 +91,7 @@ class Adadelta(BenchOptimizer):
             capturable=False,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -151,3 +158,26 @@ class Adadelta(BenchOptimizer):
         torch._foreach_mul_(acc_deltas, rho)
         torch._foreach_addcmul_(acc_deltas, deltas, deltas, value=1 - rho)
         torch._foreach_add_(params, deltas, alpha=-lr)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("square_avg", "acc_delta")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        advance_steps(states)
+        rho = group["rho"]
+        row = [group["weight_decay"], rho, 1 - rho, group["eps"], -float(group["lr"])]
+        return [row] * len(states)
+
+    @staticmethod
+    def _fused_update(flags, param, grad, square_avg, acc_delta, *, s) -> None:
+        weight_decay, rho, one_minus_rho, eps, minus_lr = s.unbind()
+        grad = grad + weight_decay * param
+
+        square_avg.copy_(square_avg * rho + one_minus_rho * grad * grad)
+        std = (square_avg + eps).sqrt()
+        delta = (acc_delta + eps).sqrt() / std * grad
+
+        acc_delta.copy_(acc_delta * rho + one_minus_rho * delta * delta)
+        param.copy_(param + minus_lr * delta)

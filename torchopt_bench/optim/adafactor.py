@@ -77,6 +77,7 @@ class Adafactor(BenchOptimizer):
             :math:`1 - \gamma\lambda` (default 0).
         foreach: use the multi-tensor path; only True selects it (default None).
         maximize: ascend the objective instead of descending (default False).
+        fused: not supported (raises RuntimeError when True): the update is not elementwise.
     """
 
     capabilities = Capabilities(elementwise=False, foreach=True)
@@ -93,6 +94,7 @@ class Adafactor(BenchOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fused: bool | None = None,
     ) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -116,6 +118,7 @@ class Adafactor(BenchOptimizer):
             weight_decay=weight_decay,
             foreach=foreach,
             maximize=maximize,
+            fused=fused,
         )
         super().__init__(params, defaults)
 

@@ -13,8 +13,10 @@ from ._base import (
     ParamsT,
     check_lr,
     check_nonnegative,
+    device_lr,
+    group_by_device_and_dtype,
     register,
-    scalar_dtype,
+    step_tensor,
     view_as_real,
 )
 
@@ -52,11 +54,14 @@ class Adagrad(BenchOptimizer):
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
         maximize: ascend the objective instead of descending (default False).
         differentiable: not supported (raises ValueError when True).
-        fused: not supported (raises RuntimeError when True).
+        fused: one pass over memory per step, through torch's own fused kernel
+            (``torch._fused_adagrad_``); as in torch, ``step`` is then a float32 tensor
+            on the parameter's device. Complex parameters are passed as real views.
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Adagrad"
+    fused_path = "torch._fused_adagrad_"
 
     def __init__(
         self,
@@ -100,7 +105,7 @@ class Adagrad(BenchOptimizer):
         init = group["initial_accumulator_value"]
         init_value = complex(init, init) if torch.is_complex(p) else init
         return {
-            "step": torch.tensor(0.0, dtype=scalar_dtype()),
+            "step": step_tensor(p, group),
             "sum": torch.full_like(p, init_value, memory_format=torch.preserve_format),
         }
 
@@ -146,3 +151,22 @@ class Adagrad(BenchOptimizer):
         minus_clrs = [-lr / (1 + (step.item() - 1) * lr_decay) for step in steps]
         numerators = torch._foreach_mul(grads, minus_clrs)
         torch._foreach_addcdiv_(params, numerators, stds)
+
+    def _fused(self, batches) -> None:
+        for group, params, grads, states in batches:
+            for (device, _), indices in group_by_device_and_dtype(params).items():
+                steps = [states[i]["step"] for i in indices]
+                torch._foreach_add_(steps, 1)
+                torch._fused_adagrad_(
+                    view_as_real([params[i] for i in indices]),
+                    view_as_real([grads[i] for i in indices]),
+                    view_as_real([states[i]["sum"] for i in indices]),
+                    steps,
+                    lr=device_lr(group["lr"], device),
+                    lr_decay=group["lr_decay"],
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=group["maximize"],
+                    grad_scale=None,
+                    found_inf=None,
+                )

@@ -14,8 +14,10 @@ from ._base import (
     check_beta,
     check_lr,
     check_nonnegative,
+    device_lr,
+    group_by_device_and_dtype,
     register,
-    scalar_dtype,
+    step_tensor,
     view_as_real,
 )
 
@@ -50,13 +52,17 @@ class Adam(BenchOptimizer):
         amsgrad: use the AMSGrad maximum of second moments (default False).
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: run the update as one compiled kernel per step.
+        fused: one pass over memory per step, through torch's own fused kernel
+            (``torch._fused_adam_``, ``torch._fused_adamw_``), on CPU and accelerators;
+            as in torch, ``step`` is then a float32 tensor on the parameter's device.
+            Complex parameters are passed as real views (torch rejects them there).
         decoupled_weight_decay: shrink the parameters by :math:`1 - \gamma\lambda` instead
             of adding to the gradient, which makes this AdamW (default False).
     """
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Adam"
+    fused_path = "torch._fused_adam_"
 
     def __init__(
         self,
@@ -107,7 +113,7 @@ class Adam(BenchOptimizer):
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = {
-            "step": torch.tensor(0.0, dtype=scalar_dtype()),
+            "step": step_tensor(p, group),
             "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
             "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
         }
@@ -184,3 +190,30 @@ class Adam(BenchOptimizer):
         torch._foreach_div_(denoms, bias_correction2_sqrt)
         torch._foreach_add_(denoms, eps)
         torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)
+
+    def _fused(self, batches) -> None:
+        for group, params, grads, states in batches:
+            beta1, beta2 = group["betas"]
+            amsgrad = group["amsgrad"]
+            kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+            for (device, _), indices in group_by_device_and_dtype(params).items():
+                picked = [states[i] for i in indices]
+                steps = [state["step"] for state in picked]
+                torch._foreach_add_(steps, 1)
+                kernel(
+                    view_as_real([params[i] for i in indices]),
+                    view_as_real([grads[i] for i in indices]),
+                    view_as_real([state["exp_avg"] for state in picked]),
+                    view_as_real([state["exp_avg_sq"] for state in picked]),
+                    view_as_real([state["max_exp_avg_sq"] for state in picked] if amsgrad else []),
+                    steps,
+                    amsgrad=amsgrad,
+                    lr=device_lr(group["lr"], device),
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=group["maximize"],
+                    grad_scale=None,
+                    found_inf=None,
+                )

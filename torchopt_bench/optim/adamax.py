@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -45,13 +46,17 @@ class Adamax(BenchOptimizer):
         eps: :math:`\epsilon` added to :math:`|g_t|` (default 1e-8).
         weight_decay: :math:`\lambda` (default 0), an L2 penalty added to the gradient.
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
         differentiable: not supported (raises ValueError when True).
         capturable: not supported (raises ValueError when True).
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Adamax"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class Adamax(BenchOptimizer):
         *,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
         capturable: bool = False,
     ) -> None:
         check_lr(lr)
@@ -83,6 +89,7 @@ class Adamax(BenchOptimizer):
             foreach=foreach,
             maximize=maximize,
             differentiable=differentiable,
+            fused=fused,
             capturable=False,
         )
         super().__init__(params, defaults)
@@ -145,3 +152,22 @@ class Adamax(BenchOptimizer):
 
         step_sizes = [-lr / (1 - beta1 ** step.item()) for step in steps]
         torch._foreach_addcdiv_(params, exp_avgs, exp_infs, step_sizes)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("exp_avg", "exp_inf")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        lr, (beta1, beta2) = float(group["lr"]), group["betas"]
+        head = [group["weight_decay"], 1 - beta1, beta2, group["eps"]]
+        return [[*head, -lr / (1 - beta1**step)] for step in advance_steps(states)]
+
+    @staticmethod
+    def _fused_update(flags, param, grad, exp_avg, exp_inf, *, s) -> None:
+        weight_decay, one_minus_beta1, beta2, eps, minus_clr = s.unbind()
+        grad = grad + weight_decay * param
+
+        exp_avg.copy_(torch.lerp(exp_avg, grad, one_minus_beta1))
+        exp_inf.copy_(torch.maximum(exp_inf * beta2, grad.abs() + eps))
+        param.copy_(param + minus_clr * (exp_avg / exp_inf))

@@ -44,6 +44,7 @@ class AdamW(Adam):
     """
 
     reference = "torch.optim.AdamW"
+    fused_path = "torch._fused_adamw_"
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -65,11 +66,15 @@ class ADOPT(BenchOptimizer):
             of adding to the gradient (default False).
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "pytorch_optimizer.ADOPT"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -84,6 +89,7 @@ class ADOPT(BenchOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -102,6 +108,7 @@ class ADOPT(BenchOptimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -189,3 +196,50 @@ class ADOPT(BenchOptimizer):
 
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_flags(self, group) -> tuple:
+        return (group["clip_exponent"] is not None,)
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
+        weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        clip_exponent = group["clip_exponent"]
+        shrink = 1 - lr * weight_decay if decoupled else 1.0
+        coupled = 0.0 if decoupled else weight_decay
+        return [
+            [shrink, coupled, float(step == 1), eps,
+             step**clip_exponent if clip_exponent is not None else 0.0,
+             1 - beta1, -lr, beta2, 1 - beta2]
+            for step in advance_steps(states)
+        ]  # fmt: skip
+
+    @staticmethod
+    def _fused_update(flags, param, grad, exp_avg, exp_avg_sq, *, s) -> None:
+        (clipped,) = flags
+        shrink, coupled, first, eps, clip = s[:5].unbind()
+        one_minus_beta1, minus_lr, beta2, one_minus_beta2 = s[5:].unbind()
+        param_decayed = param * shrink
+        grad = grad + coupled * param_decayed
+
+        # Both the first step (only initialise v) and a later one are formed; the host's
+        # step count picks one.
+        normed_grad = grad / exp_avg_sq.sqrt().clamp(min=eps)
+        if clipped:
+            normed_grad = torch.minimum(torch.maximum(normed_grad, -clip), clip)
+        new_exp_avg = torch.lerp(exp_avg, normed_grad, one_minus_beta1)
+        is_first = first > 0
+
+        param.copy_(torch.where(is_first, param_decayed, param_decayed + minus_lr * new_exp_avg))
+        exp_avg.copy_(torch.where(is_first, exp_avg, new_exp_avg))
+        exp_avg_sq.copy_(
+            torch.where(
+                is_first,
+                exp_avg_sq + grad * grad,
+                exp_avg_sq * beta2 + one_minus_beta2 * grad * grad,
+            )
+        )

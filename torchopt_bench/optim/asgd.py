@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_lr,
     check_nonnegative,
     register,
@@ -78,13 +79,17 @@ class ASGD(BenchOptimizer):
         t0: step :math:`t_0` after which averaging starts (default 1e6).
         weight_decay: L2 penalty :math:`w` added to the gradient (default 0).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
         differentiable: accepted for torch.optim's signature; only False is supported.
         capturable: accepted for torch.optim's signature; only False is supported.
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.ASGD"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -97,6 +102,8 @@ class ASGD(BenchOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        fused: bool | None = None,
         capturable: bool = False,
     ) -> None:
         check_lr(lr)
@@ -114,6 +121,7 @@ class ASGD(BenchOptimizer):
             foreach=foreach,
             maximize=maximize,
             differentiable=differentiable,
+            fused=fused,
             capturable=False,
         )
         super().__init__(params, defaults)
@@ -186,3 +194,26 @@ class ASGD(BenchOptimizer):
 
         for state, step in zip(states, [step.item() for step in steps]):
             _schedule(state, lr, lambd, alpha, t0, step)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("ax",)
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        lr, lambd, alpha, t0 = float(group["lr"]), group["lambd"], group["alpha"], group["t0"]
+        rows = []
+        for step, state in zip(advance_steps(states), states):
+            eta, mu = state["eta"].item(), state["mu"].item()
+            rows.append([group["weight_decay"], 1 - lambd * eta, -eta, float(mu == 1), mu])
+            # Step size and averaging weight for the next step, as in the loop.
+            _schedule(state, lr, lambd, alpha, t0, step)
+        return rows
+
+    @staticmethod
+    def _fused_update(flags, param, grad, ax, *, s) -> None:
+        weight_decay, shrink, minus_eta, tracks_iterate, mu = s.unbind()
+        grad = grad + weight_decay * param
+        new_param = param * shrink + minus_eta * grad
+        param.copy_(new_param)
+        ax.copy_(torch.where(tracks_iterate > 0, new_param, ax + mu * (new_param - ax)))

@@ -78,6 +78,7 @@ class Lamb(BenchOptimizer):
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
         differentiable: accepted for torch.optim's signature; only False is supported.
+        fused: not supported (raises RuntimeError when True): the update is not elementwise.
     """
 
     capabilities = Capabilities(elementwise=False, complex=True, foreach=True)
@@ -99,6 +100,7 @@ class Lamb(BenchOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -117,6 +119,7 @@ class Lamb(BenchOptimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 

@@ -219,6 +219,9 @@ class LBFGS(BenchOptimizer):
             the change of loss is below this (default 1e-9).
         history_size: number :math:`m` of :math:`(s, y)` pairs kept (default 100).
         line_search_fn: ``"strong_wolfe"`` or None for a fixed step (default None).
+        foreach: not supported (raises RuntimeError when True): the method works on
+            one flat vector.
+        fused: not supported (raises RuntimeError when True).
     """
 
     capabilities = Capabilities(
@@ -236,6 +239,9 @@ class LBFGS(BenchOptimizer):
         tolerance_change: float = 1e-9,
         history_size: int = 100,
         line_search_fn: str | None = None,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         if line_search_fn is not None and line_search_fn not in LINE_SEARCHES:
@@ -255,6 +261,8 @@ class LBFGS(BenchOptimizer):
             tolerance_change=tolerance_change,
             history_size=history_size,
             line_search_fn=line_search_fn,
+            foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:

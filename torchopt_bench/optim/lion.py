@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -53,11 +54,15 @@ class Lion(BenchOptimizer):
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "pytorch_optimizer.Lion"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -69,6 +74,7 @@ class Lion(BenchOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_beta(0, betas[0])
@@ -81,6 +87,7 @@ class Lion(BenchOptimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -125,3 +132,20 @@ class Lion(BenchOptimizer):
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
 
         torch._foreach_add_(params, updates, alpha=-lr)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("exp_avg",)
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        advance_steps(states)
+        lr, (beta1, beta2) = float(group["lr"]), group["betas"]
+        return [[1 - lr * group["weight_decay"], 1 - beta1, 1 - beta2, -lr]] * len(states)
+
+    @staticmethod
+    def _fused_update(flags, param, grad, exp_avg, *, s) -> None:
+        shrink, one_minus_beta1, one_minus_beta2, minus_lr = s.unbind()
+        update = torch.lerp(exp_avg, grad, one_minus_beta1).sign()
+        exp_avg.copy_(torch.lerp(exp_avg, grad, one_minus_beta2))
+        param.copy_(param * shrink + minus_lr * update)

@@ -135,6 +135,9 @@ class Muon(BenchOptimizer):
         ns_steps: Newton-Schulz steps :math:`k`, below 100 (default 5).
         adjust_lr_fn: ``"original"``, ``"match_rms_adamw"`` or None for ``"original"``
             (default None).
+        foreach: not supported (raises RuntimeError when True), as in torch: each
+            Newton-Schulz iteration is a matrix product of its own tensor.
+        fused: not supported (raises RuntimeError when True).
     """
 
     capabilities = Capabilities(matrix_only=True, elementwise=False, maximize=False)
@@ -151,6 +154,9 @@ class Muon(BenchOptimizer):
         eps: float = NS_EPS,
         ns_steps: int = NS_STEPS,
         adjust_lr_fn: str | None = None,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -175,6 +181,8 @@ class Muon(BenchOptimizer):
             eps=eps,
             ns_steps=ns_steps,
             adjust_lr_fn=adjust_lr_fn,
+            foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:

@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -62,13 +63,17 @@ class NAdam(BenchOptimizer):
         decoupled_weight_decay: shrink the parameters by :math:`1 - \gamma\lambda` instead
             of adding to the gradient (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
         capturable: not supported (raises ValueError when True).
         differentiable: not supported (raises ValueError when True).
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.NAdam"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -84,6 +89,7 @@ class NAdam(BenchOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -106,6 +112,7 @@ class NAdam(BenchOptimizer):
             foreach=foreach,
             capturable=False,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -200,3 +207,43 @@ class NAdam(BenchOptimizer):
         ]
         torch._foreach_addcdiv_(params, grads, denoms, grad_step_sizes)
         torch._foreach_addcdiv_(params, exp_avgs, denoms, exp_avg_step_sizes)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
+        weight_decay, momentum_decay = group["weight_decay"], group["momentum_decay"]
+        decoupled = group["decoupled_weight_decay"]
+        # Decay as a factor on the parameter or as a gradient term; the other is neutral.
+        shrink = 1 - lr * weight_decay if decoupled else 1.0
+        coupled = 0.0 if decoupled else weight_decay
+
+        rows = []
+        for step, state in zip(advance_steps(states), states):
+            mu = _momentum_coefficient(beta1, momentum_decay, step)
+            mu_next = _momentum_coefficient(beta1, momentum_decay, step + 1)
+            state["mu_product"] *= mu
+            mu_product = state["mu_product"].item()
+            mu_product_next = mu_product * mu_next
+            rows.append([
+                shrink, coupled, 1 - beta1, beta2, 1 - beta2, 1 - beta2**step, eps,
+                -lr * (1 - mu) / (1 - mu_product), -lr * mu_next / (1 - mu_product_next),
+            ])  # fmt: skip
+        return rows
+
+    @staticmethod
+    def _fused_update(flags, param, grad, exp_avg, exp_avg_sq, *, s) -> None:
+        shrink, coupled, one_minus_beta1, beta2, one_minus_beta2, bias_correction2 = s[:6]
+        eps, grad_coefficient, moment_coefficient = s[6:].unbind()
+        param_decayed = param * shrink
+        grad = grad + coupled * param_decayed
+
+        exp_avg.copy_(torch.lerp(exp_avg, grad, one_minus_beta1))
+        exp_avg_sq.copy_(exp_avg_sq * beta2 + one_minus_beta2 * grad * grad)
+        denom = (exp_avg_sq / bias_correction2).sqrt() + eps
+
+        step = param_decayed + grad_coefficient * (grad / denom)
+        param.copy_(step + moment_coefficient * (exp_avg / denom))

@@ -80,6 +80,9 @@ class Newton(BenchOptimizer):
         line_search_fn: None for a fixed step, or ``"backtracking"`` (default None).
         max_params: the largest total number of entries accepted (default 1000).
         maximize: ascend the objective instead of descending (default False).
+        foreach: not supported (raises RuntimeError when True): the method works on
+            one flat vector.
+        fused: not supported (raises RuntimeError when True).
     """
 
     capabilities = Capabilities(needs_closure=True, needs_create_graph=True, elementwise=False)
@@ -99,6 +102,8 @@ class Newton(BenchOptimizer):
         line_search_fn: str | None = None,
         max_params: int = 1000,
         maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("damping", damping)
@@ -115,6 +120,8 @@ class Newton(BenchOptimizer):
             line_search_fn=line_search_fn,
             max_params=max_params,
             maximize=maximize,
+            foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 

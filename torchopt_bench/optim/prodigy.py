@@ -86,6 +86,9 @@ class Prodigy(BenchOptimizer):
         growth_rate: cap on the growth factor of :math:`d` per step (default inf).
         maximize: ascend the objective instead of descending (default False).
         differentiable: accepted for torch.optim's signature; only False is supported.
+        foreach: not supported (raises RuntimeError when True); the update needs
+            global sums over all tensors and is written as a per-tensor loop only.
+        fused: not supported (raises RuntimeError when True).
     """
 
     capabilities = Capabilities(elementwise=False, complex=True)
@@ -108,6 +111,8 @@ class Prodigy(BenchOptimizer):
         growth_rate: float = math.inf,
         maximize: bool = False,
         differentiable: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_beta(0, betas[0])
@@ -143,6 +148,8 @@ class Prodigy(BenchOptimizer):
             k=0,
             maximize=maximize,
             differentiable=differentiable,
+            foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 

@@ -12,6 +12,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -70,13 +71,17 @@ class RAdam(BenchOptimizer):
         decoupled_weight_decay: shrink the parameters by :math:`1 - \gamma\lambda` instead
             of adding to the gradient (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
         capturable: not supported (raises ValueError when True).
         differentiable: not supported (raises ValueError when True).
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.RAdam"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -91,6 +96,7 @@ class RAdam(BenchOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -111,6 +117,7 @@ class RAdam(BenchOptimizer):
             capturable=False,
             decoupled_weight_decay=decoupled_weight_decay,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -198,3 +205,41 @@ class RAdam(BenchOptimizer):
         torch._foreach_mul_(multipliers, rect_sizes)
         torch._foreach_add_(multipliers, plain_sizes)
         torch._foreach_addcmul_(params, exp_avgs, multipliers)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
+        weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        shrink = 1 - lr * weight_decay if decoupled else 1.0
+        coupled = 0.0 if decoupled else weight_decay
+
+        rows = []
+        for step in advance_steps(states):
+            bias_correction1 = 1 - beta1**step
+            rect = _rectification(beta2, step)
+            rows.append([
+                shrink, coupled, 1 - beta1, beta2, 1 - beta2, eps,
+                1.0 if rect > 0 else 0.0, (1 - beta2**step) ** 0.5,
+                -lr * rect / bias_correction1, -lr / bias_correction1,
+            ])  # fmt: skip
+        return rows
+
+    @staticmethod
+    def _fused_update(flags, param, grad, exp_avg, exp_avg_sq, *, s) -> None:
+        shrink, coupled, one_minus_beta1, beta2, one_minus_beta2, eps = s[:6].unbind()
+        rectified, bias_correction2_sqrt, rectified_step, momentum_step = s[6:].unbind()
+        param_decayed = param * shrink
+        grad = grad + coupled * param_decayed
+
+        exp_avg.copy_(torch.lerp(exp_avg, grad, one_minus_beta1))
+        exp_avg_sq.copy_(exp_avg_sq * beta2 + one_minus_beta2 * grad * grad)
+
+        # Both branches are formed; the host's rectification test picks one per step.
+        adaptive_lr = bias_correction2_sqrt / (exp_avg_sq.sqrt() + eps)
+        with_rect = param_decayed + rectified_step * exp_avg * adaptive_lr
+        without = param_decayed + momentum_step * exp_avg
+        param.copy_(torch.where(rectified > 0, with_rect, without))

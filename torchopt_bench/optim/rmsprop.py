@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_lr,
     check_nonnegative,
     register,
@@ -55,12 +56,16 @@ class RMSprop(BenchOptimizer):
             its root mean square (default False).
         capturable: not supported (raises ValueError when True).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
         differentiable: not supported (raises ValueError when True).
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.RMSprop"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -75,6 +80,8 @@ class RMSprop(BenchOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -96,6 +103,7 @@ class RMSprop(BenchOptimizer):
             foreach=foreach,
             maximize=maximize,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -181,3 +189,41 @@ class RMSprop(BenchOptimizer):
             torch._foreach_add_(params, bufs, alpha=-lr)
         else:
             torch._foreach_addcdiv_(params, grads, avgs, value=-lr)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_flags(self, group) -> tuple:
+        return (bool(group["centered"]), group["momentum"] > 0)
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        centered, momentum = self._fused_flags(group)
+        return ("square_avg", *(["momentum_buffer"] if momentum else []),
+                *(["grad_avg"] if centered else []))  # fmt: skip
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        advance_steps(states)
+        lr, alpha = float(group["lr"]), group["alpha"]
+        row = [group["weight_decay"], alpha, 1 - alpha, group["eps"], group["momentum"], -lr]
+        return [row] * len(states)
+
+    @staticmethod
+    def _fused_update(flags, param, grad, square_avg, *state, s) -> None:
+        centered, momentum = flags
+        weight_decay, alpha, one_minus_alpha, eps, momentum_factor, minus_lr = s.unbind()
+        grad = grad + weight_decay * param
+
+        square_avg.copy_(square_avg * alpha + one_minus_alpha * grad * grad)
+        if centered:
+            grad_avg = state[-1]
+            grad_avg.copy_(torch.lerp(grad_avg, grad, one_minus_alpha))
+            avg = (square_avg - grad_avg * grad_avg).sqrt()
+        else:
+            avg = square_avg.sqrt()
+        avg = avg + eps
+
+        if momentum:
+            buf = state[0]
+            buf.copy_(buf * momentum_factor + grad / avg)
+            param.copy_(param + minus_lr * buf)
+        else:
+            param.copy_(param + minus_lr * (grad / avg))

@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_lr,
     register,
     scalar_dtype,
@@ -59,12 +60,16 @@ class Rprop(BenchOptimizer):
             (default (1e-6, 50)).
         capturable: accepted for torch.optim's signature; only False is supported.
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
         differentiable: accepted for torch.optim's signature; only False is supported.
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Rprop"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class Rprop(BenchOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
@@ -92,6 +98,7 @@ class Rprop(BenchOptimizer):
             foreach=foreach,
             maximize=maximize,
             differentiable=differentiable,
+            fused=fused,
             capturable=False,
         )
         super().__init__(params, defaults)
@@ -154,3 +161,27 @@ class Rprop(BenchOptimizer):
         masked = [g.masked_fill(a < 0, 0) for g, a in zip(grads, agreements)]
         torch._foreach_copy_(prevs, masked)
         torch._foreach_addcmul_(params, torch._foreach_sign(prevs), step_sizes, value=-1)
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("prev", "step_size")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        advance_steps(states)
+        return [[*group["etas"], *group["step_sizes"]]] * len(states)
+
+    @staticmethod
+    def _fused_update(flags, param, grad, prev, step_size, *, s) -> None:
+        etaminus, etaplus, step_size_min, step_size_max = s.unbind()
+        agreement = (grad * prev).sign()
+        one = torch.ones_like(agreement)
+        factor = torch.where(agreement > 0, etaplus, torch.where(agreement < 0, etaminus, one))
+        new_step_size = torch.minimum(
+            torch.maximum(step_size * factor, step_size_min), step_size_max
+        )
+        step_size.copy_(new_step_size)
+
+        grad = torch.where(agreement < 0, torch.zeros_like(grad), grad)
+        param.copy_(param - grad.sign() * new_step_size)
+        prev.copy_(grad)

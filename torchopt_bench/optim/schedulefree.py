@@ -79,11 +79,15 @@ class ScheduleFreeAdamW(BenchOptimizer):
             (default 2).
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
     """
 
-    capabilities = Capabilities(has_train_eval=True, complex=True, foreach=True)
+    capabilities = Capabilities(has_train_eval=True, complex=True, foreach=True, fused=True)
     reference = "schedulefree.AdamWScheduleFree"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -99,6 +103,7 @@ class ScheduleFreeAdamW(BenchOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -125,6 +130,7 @@ class ScheduleFreeAdamW(BenchOptimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -243,3 +249,31 @@ class ScheduleFreeAdamW(BenchOptimizer):
         torch._foreach_add_(ys, torch._foreach_mul(normed_grads, y_steps))
 
         torch._foreach_add_(zs, torch._foreach_mul(normed_grads, [-lr for lr in lrs]))
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("z", "exp_avg_sq")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        (beta1, beta2), eps, weight_decay = group["betas"], group["eps"], group["weight_decay"]
+        rows = []
+        for state in states:
+            lr, average_coefficient, bias_correction2 = self._schedule(group, state)
+            rows.append([
+                beta2, 1 - beta2, bias_correction2, eps, weight_decay, average_coefficient,
+                lr * (beta1 * (1 - average_coefficient) - 1), -lr,
+            ])  # fmt: skip
+        return rows
+
+    @staticmethod
+    def _fused_update(flags, y, grad, z, exp_avg_sq, *, s) -> None:
+        beta2, one_minus_beta2, bias_correction2, eps, weight_decay = s[:5].unbind()
+        average_coefficient, y_step, minus_lr = s[5:].unbind()
+
+        exp_avg_sq.copy_(exp_avg_sq * beta2 + one_minus_beta2 * grad * grad)
+        denom = (exp_avg_sq / bias_correction2).sqrt() + eps
+        normed_grad = grad / denom + weight_decay * y
+
+        y.copy_(torch.lerp(y, z, average_coefficient) + y_step * normed_grad)
+        z.copy_(z + minus_lr * normed_grad)

@@ -13,7 +13,10 @@ from ._base import (
     ParamsT,
     check_lr,
     check_nonnegative,
+    device_lr,
+    group_by_device_and_dtype,
     register,
+    view_as_real,
 )
 
 
@@ -47,11 +50,14 @@ class SGD(BenchOptimizer):
         nesterov: use Nesterov momentum (default False); needs momentum > 0, dampening 0.
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: run the update as one compiled kernel per step.
+        fused: one pass over memory per step, through torch's own fused kernel
+            (``torch._fused_sgd_``), on CPU and accelerators. Complex parameters are
+            passed as real views (torch rejects them there).
     """
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.SGD"
+    fused_path = "torch._fused_sgd_"
 
     def __init__(
         self,
@@ -137,3 +143,36 @@ class SGD(BenchOptimizer):
             grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
 
         torch._foreach_add_(params, grads, alpha=-lr)
+
+    def _fused(self, batches) -> None:
+        for group, params, grads, states in batches:
+            momentum = group["momentum"]
+            for (device, _), indices in group_by_device_and_dtype(params).items():
+                # A buffer starts as a copy of its first gradient: the kernel's first step
+                # writes it, so parameters with and without a buffer are two calls.
+                if momentum == 0:
+                    calls = [(indices, False)]
+                else:
+                    fresh = [i for i in indices if "momentum_buffer" not in states[i]]
+                    for i in fresh:
+                        states[i]["momentum_buffer"] = torch.empty_like(params[i])
+                    old = [i for i in indices if i not in set(fresh)]
+                    calls = [(part, first) for part, first in ((fresh, True), (old, False))]
+                for part, is_first_step in calls:
+                    if not part:
+                        continue
+                    bufs = [states[i]["momentum_buffer"] for i in part] if momentum else []
+                    torch._fused_sgd_(
+                        view_as_real([params[i] for i in part]),
+                        view_as_real([grads[i] for i in part]),
+                        view_as_real(bufs),
+                        weight_decay=group["weight_decay"],
+                        momentum=momentum,
+                        lr=device_lr(group["lr"], device),
+                        dampening=group["dampening"],
+                        nesterov=group["nesterov"],
+                        maximize=group["maximize"],
+                        is_first_step=is_first_step,
+                        grad_scale=None,
+                        found_inf=None,
+                    )

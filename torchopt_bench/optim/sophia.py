@@ -88,6 +88,7 @@ class Sophia(BenchOptimizer):
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
         differentiable: accepted for torch.optim's signature; only False is supported.
+        fused: not supported (raises RuntimeError when True): the update is not elementwise.
     """
 
     capabilities = Capabilities(needs_create_graph=True, elementwise=False, foreach=True)
@@ -107,6 +108,7 @@ class Sophia(BenchOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_beta(0, betas[0])
@@ -135,6 +137,7 @@ class Sophia(BenchOptimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:

@@ -11,6 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -64,11 +65,15 @@ class Yogi(BenchOptimizer):
             of adding to the gradient (default False).
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+            once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
+            and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
     """
 
-    capabilities = Capabilities(complex=True, foreach=True)
+    capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "pytorch_optimizer.Yogi (initial_accumulator=0)"
+    fused_path = "torch.compile"
 
     def __init__(
         self,
@@ -84,6 +89,7 @@ class Yogi(BenchOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
@@ -102,6 +108,7 @@ class Yogi(BenchOptimizer):
             maximize=maximize,
             foreach=foreach,
             differentiable=differentiable,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -178,3 +185,36 @@ class Yogi(BenchOptimizer):
         torch._foreach_div_(denoms, [root for _, root in corrections])
         torch._foreach_add_(denoms, eps)
         torch._foreach_addcdiv_(params, exp_avgs, denoms, [size for size, _ in corrections])
+
+    # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
+
+    def _fused_state_keys(self, group) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _fused_scalars(self, group, states) -> list[list[float]]:
+        lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
+        weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        shrink = 1 - lr * weight_decay if decoupled else 1.0
+        coupled = 0.0 if decoupled else weight_decay
+        rows = []
+        for step in advance_steps(states):
+            step_size, root_correction = self._step_size_and_root_correction(group, step)
+            rows.append(
+                [shrink, coupled, 1 - beta1, -(1 - beta2), root_correction, eps, step_size]
+            )
+        return rows
+
+    @staticmethod
+    def _fused_update(flags, param, grad, exp_avg, exp_avg_sq, *, s) -> None:
+        shrink, coupled, one_minus_beta1, minus_one_minus_beta2 = s[:4].unbind()
+        root_correction, eps, step_size = s[4:].unbind()
+        param_decayed = param * shrink
+        grad = grad + coupled * param_decayed
+
+        exp_avg.copy_(torch.lerp(exp_avg, grad, one_minus_beta1))
+        grad_sq = grad * grad
+        direction = (exp_avg_sq - grad_sq).sign()
+        exp_avg_sq.copy_(exp_avg_sq + minus_one_minus_beta2 * direction * grad_sq)
+
+        denom = exp_avg_sq.sqrt() / root_correction + eps
+        param.copy_(param_decayed + step_size * (exp_avg / denom))

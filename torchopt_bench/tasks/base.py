@@ -79,6 +79,22 @@ class Task(ABC):
         what is known so far (optimizer, status, steps, ...)."""
         return {}
 
+    def targets(self) -> dict[str, float]:
+        """Time-to-target goals: history keys and the value each must reach (``>=``); the
+        trainer records when each is first met. None by default."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to continue the task exactly: by default the
+        parameters; tasks with models or random data order add their own."""
+        return {"parameters": [p.detach().clone() for p in _tensors(self.parameters())]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (after :meth:`setup`)."""
+        with torch.no_grad():
+            for p, saved in zip(_tensors(self.parameters()), state["parameters"], strict=True):
+                p.copy_(saved)
+
     def hparams(self) -> dict[str, Any]:
         """The task's settings worth comparing in the HParams dashboard."""
         return {"task": self.name}

@@ -1,0 +1,186 @@
+"""The ``fused=True`` path of every optimizer that has one, against its per-tensor loop.
+
+Each row of ``optimizer_cases.FUSED_CASES`` runs 10 float64 steps on tensors of several
+shapes (every other one complex), in two param groups with different hyperparameters,
+with one parameter that never gets a gradient and a learning rate that a scheduler
+changes on every step; halfway the state_dict is saved and loaded into a fresh fused
+optimizer. Parameters and state must equal those of the uninterrupted per-tensor loop to
+1e-12 relative, and the changing learning rate must not compile anything again. The
+compiled rows compile once each (a few seconds on a CPU); nothing here measures time.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import pytest
+import torch
+from optimizer_cases import FUSED_CASES, FusedCase
+from test_optim_parity import assert_close, packed_state
+from torch import Tensor
+from torch._dynamo.utils import counters
+from torch.optim import Optimizer
+
+from torchopt_bench.optim import OPTIMIZERS, _fused
+from torchopt_bench.optim._base import default_foreach
+
+STEPS = 10
+SPLIT = 5
+RTOL = 1e-12
+SHAPES = ((3, 4), (5,), (2, 3, 2), (1,))
+
+FUSED_VARIANTS = [
+    pytest.param(case, index, id=f"{case}-{index}")
+    for case in FUSED_CASES
+    for index in range(len(case.variants))
+]
+
+
+def initial_tensors(seed: int = 0) -> list[Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for index, shape in enumerate(SHAPES):
+        value = torch.randn(shape, generator=generator, dtype=torch.float64)
+        if index % 2 == 0:
+            imaginary = torch.randn(shape, generator=generator, dtype=torch.float64)
+            value = torch.complex(value, imaginary)
+        tensors.append(value)
+    return tensors
+
+
+def set_gradients(params: list[Tensor]) -> None:
+    """The gradient of a nonconvex, coupled loss, bounded in every direction."""
+    for index, p in enumerate(params):
+        x = torch.view_as_real(p.detach()) if p.is_complex() else p.detach()
+        grad = torch.sin(3 * x + index) + 0.3 * torch.tanh(x.sum()) + 0.1 * x
+        p.grad = torch.view_as_complex(grad.contiguous()) if p.is_complex() else grad
+
+
+def build(case: FusedCase, kwargs: dict[str, Any], start: list[Tensor]) -> tuple:
+    params = [t.detach().clone().requires_grad_() for t in start]
+    frozen = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    groups = [
+        {"params": [params[0], params[1], frozen]},
+        {"params": params[2:], **case.group_overrides},
+    ]
+    return case.cls(groups, **kwargs), params, frozen
+
+
+def run(optimizer: Optimizer, params: list[Tensor], first: int, last: int) -> None:
+    """Steps ``first`` to ``last`` (exclusive), with an lr that changes on every step."""
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", float(group["lr"]))
+    for step in range(first, last):
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] / (1 + 0.3 * step)
+        set_gradients(params)
+        optimizer.step()
+
+
+@pytest.mark.parametrize(("case", "index"), FUSED_VARIANTS)
+def test_fused_matches_single_tensor(case: FusedCase, index: int) -> None:
+    kwargs = case.variants[index]
+    start = initial_tensors()
+
+    def resumed_run(flags: dict[str, Any]) -> tuple[Optimizer, Optimizer, list[Tensor], Tensor]:
+        # Both runs go through the state_dict: loading casts some scalar state (ASGD's
+        # eta, NAdam's mu_product) to the parameters' dtype, in torch as here.
+        first, params, frozen = build(case, {**kwargs, **flags}, start)
+        run(first, params, 0, SPLIT)
+        saved = copy.deepcopy(first.state_dict())
+        second, params, _ = build(case, {**kwargs, **flags}, params)
+        second.load_state_dict(saved)
+        run(second, params, SPLIT, STEPS)
+        return first, second, params, frozen
+
+    _, plain, plain_params, _ = resumed_run({"foreach": False})
+    graphs_before = counters["stats"]["unique_graphs"]
+    fused, resumed, resumed_params, frozen = resumed_run({"fused": True})
+
+    for i, (p, q) in enumerate(zip(resumed_params, plain_params)):
+        assert_close(p.detach(), q.detach(), RTOL, f"param {i}")
+    assert_close(packed_state(resumed), packed_state(plain), RTOL, "state")
+    moved = max((p.detach() - t).abs().max().item() for p, t in zip(plain_params, start))
+    assert moved > 1e-3, "the parameters barely moved: the test would not see a wrong update"
+
+    # The untouched parameter has no state (unless all state is eager); the changing lr
+    # compiled nothing again (the compiled kind traces one graph for all 10 steps and
+    # both optimizers, the torch kernels none).
+    assert torch.equal(frozen.detach(), torch.ones(2, dtype=torch.float64))
+    assert bool(fused.state.get(frozen)) == case.eager_state
+    expected_graphs = 1 if case.cls.fused_path == "torch.compile" else 0
+    assert counters["stats"]["unique_graphs"] - graphs_before <= expected_graphs
+
+
+def test_every_fused_optimizer_has_a_row() -> None:
+    with_fused = {name for name, cls in OPTIMIZERS.items() if cls.capabilities.fused}
+    assert with_fused == {case.cls.__name__ for case in FUSED_CASES}
+    for name in with_fused:
+        assert OPTIMIZERS[name].fused_path, name
+
+
+def test_every_elementwise_optimizer_has_a_fused_path() -> None:
+    for name, cls in OPTIMIZERS.items():
+        assert cls.capabilities.fused == cls.capabilities.elementwise, name
+
+
+@pytest.mark.parametrize(
+    "cls", [cls for cls in OPTIMIZERS.values() if not cls.capabilities.fused], ids=str
+)
+def test_fused_rejected_where_there_is_none(cls: type[Optimizer]) -> None:
+    param = torch.zeros(3, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="`fused=True` is not supported by"):
+        cls([param], fused=True)
+    if not cls.capabilities.foreach:
+        with pytest.raises(RuntimeError, match="`foreach=True` is not supported by"):
+            cls([param], foreach=True)
+
+
+@pytest.mark.parametrize("cls", [case.cls for case in FUSED_CASES], ids=lambda c: c.__name__)
+def test_fused_and_foreach_together_raise(cls: type[Optimizer]) -> None:
+    param = torch.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
+        cls([param], fused=True, foreach=True)
+    with pytest.raises(RuntimeError, match="floating point"):
+        cls([torch.zeros(3, dtype=torch.int64)], fused=True)
+
+
+def test_compiled_update_is_shared_by_layout_and_logged(caplog) -> None:
+    """Two optimizers over tensors of one layout share one compilation, whatever their
+    learning rates; a new layout compiles once more; each compilation is logged."""
+    cls = OPTIMIZERS["Lion"]
+    shapes = [(7, 3), (11,)]
+    compiles_before = len(_fused.cache_info()["compiles"])
+
+    def steps(lr: float, shapes: list[tuple[int, ...]]) -> None:
+        params = [torch.ones(shape, requires_grad=True) for shape in shapes]
+        optimizer = cls(params, lr=lr, fused=True)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.full_like(p, -1.0)
+            optimizer.step()
+        # Lion moves every entry by exactly lr per step (the update is a sign).
+        for p in params:
+            torch.testing.assert_close(p.detach(), torch.full_like(p, 1 + 2 * lr))
+
+    with caplog.at_level(logging.INFO, logger="torchopt_bench.optim._fused"):
+        steps(0.1, shapes)
+        steps(0.25, shapes)
+        assert len(_fused.cache_info()["compiles"]) == compiles_before + 1
+        steps(0.1, [(4,)])
+    assert len(_fused.cache_info()["compiles"]) == compiles_before + 2
+    logged = [r.getMessage() for r in caplog.records if "compiled the fused" in r.getMessage()]
+    assert len(logged) == 2
+    assert "Lion update for 2 tensors (32 entries" in logged[0]
+    assert "Lion update for 1 tensors (4 entries" in logged[1]
+
+
+def test_default_foreach_is_torchs() -> None:
+    """On CPU (and on the meta device) torch defaults to the per-tensor loop."""
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    for device in ["cpu", "meta"]:
+        params = [torch.zeros(2, device=device), torch.zeros(3, 2, device=device)]
+        assert default_foreach(params) == _default_to_fused_or_foreach(params, False)[1]
