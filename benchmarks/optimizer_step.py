@@ -16,11 +16,20 @@ Two parameter sets (``--sizes``):
 The ratios printed (time of ours over time of theirs; below 1 is faster):
 
 * ``default/torch_foreach``: our default path (the per-tensor loop on CPU, foreach on
-  CUDA, as torch) over torch's foreach path; goal <= 1.10;
+  CUDA, as torch) over torch's foreach path; goal <= 1.10. On CPU torch's own default
+  is its loop too, so ``default/torch_default`` and ``foreach/torch_foreach`` (like
+  against like) are printed beside it;
 * ``fused/torch_fused``: where torch has a fused kernel (Adam, AdamW, SGD, Adagrad);
   goal <= 1.15;
 * ``speedup``: torch's fastest path (methods torch has without a fused kernel), or our
-  own foreach path (methods torch does not have), over our fused path; goal >= 2.
+  own fastest other path, loop or foreach (methods torch does not have; on CPU the
+  foreach path is often the slower of the two), over our fused path; goal >= 2.
+
+On a machine shared with other work, OpenMP worker threads that spin while they wait
+for the next parallel region take the cores from the processes that need them, and a
+step of a few hundred microseconds can take tens of milliseconds; unless told otherwise
+(the ``OMP_WAIT_POLICY`` environment variable), the benchmark makes them wait passively,
+for both torch's paths and ours.
 
 Run from the repository root (``--optimizers`` takes names from the table below)::
 
@@ -41,12 +50,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-import torch
-from torch import Tensor
+# Read by OpenMP when torch loads it, so it must precede the import (see the docstring).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torchopt_bench.optim as ours
-from torchopt_bench.models import MLP
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+import torchopt_bench.optim as ours  # noqa: E402
+from torchopt_bench.models import MLP  # noqa: E402
 
 logger = logging.getLogger("benchmarks.optimizer_step")
 
@@ -143,11 +155,16 @@ def ratios(method: Method, times: dict[str, float]) -> dict[str, float | None]:
     default = times["ours_single"]
     row: dict[str, float | None] = {
         "default/torch_foreach": None,
+        "default/torch_default": None,
+        "foreach/torch_foreach": None,
         "fused/torch_fused": None,
         "speedup": None,
     }
     if "torch_foreach" in times:
         row["default/torch_foreach"] = default / times["torch_foreach"]
+        row["default/torch_default"] = default / times["torch_single"]
+        if "ours_foreach" in times:
+            row["foreach/torch_foreach"] = times["ours_foreach"] / times["torch_foreach"]
     if "ours_fused" in times:
         if "torch_fused" in times:
             row["fused/torch_fused"] = times["ours_fused"] / times["torch_fused"]
@@ -155,7 +172,8 @@ def ratios(method: Method, times: dict[str, float]) -> dict[str, float | None]:
             fastest = min(times["torch_single"], times["torch_foreach"])
             row["speedup"] = fastest / times["ours_fused"]
         else:
-            row["speedup"] = times["ours_foreach"] / times["ours_fused"]
+            fastest = min(times["ours_single"], times["ours_foreach"])
+            row["speedup"] = fastest / times["ours_fused"]
     return row
 
 
@@ -190,7 +208,8 @@ def markdown(table: pd.DataFrame) -> str:
     columns = [
         "size", "method", "ours_single", "ours_foreach", "ours_fused",
         "torch_single", "torch_foreach", "torch_fused",
-        "default/torch_foreach", "fused/torch_fused", "speedup",
+        "default/torch_foreach", "default/torch_default", "foreach/torch_foreach",
+        "fused/torch_fused", "speedup",
     ]  # fmt: skip
     columns = [c for c in columns if c in table]
 
@@ -199,7 +218,7 @@ def markdown(table: pd.DataFrame) -> str:
             return value
         if value is None or pd.isna(value):
             return ""
-        if column in ("default/torch_foreach", "fused/torch_fused", "speedup"):
+        if "/" in column or column == "speedup":
             return f"{value:.2f}"
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
@@ -232,8 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats is not None:
         repeats = dict.fromkeys(repeats, args.repeats)
     logger.info(
-        "torch %s, %d threads, %s CPUs, %s", torch.__version__, torch.get_num_threads(),
-        os.cpu_count(), platform.processor() or platform.machine(),
+        "torch %s, %d threads, %s CPUs, %s, OMP_WAIT_POLICY=%s, load average %s",
+        torch.__version__, torch.get_num_threads(), os.cpu_count(),
+        platform.processor() or platform.machine(), os.environ["OMP_WAIT_POLICY"],
+        " ".join(f"{x:.1f}" for x in os.getloadavg()),
     )  # fmt: skip
     table = run(args.sizes, args.optimizers, repeats)
     if args.csv:

@@ -576,6 +576,7 @@ def test_real_sample_loads(real_sample: Path) -> None:
     assert data.n_features == 41
     for split in (data.train, data.val, data.test_public):
         assert split.w[split.y == 1].sum() == pytest.approx(SIGNAL_TOTAL, rel=1e-12)
+        assert split.w[split.y == 0].sum() == pytest.approx(BACKGROUND_TOTAL, rel=1e-12)
         assert np.isfinite(split.X).all()
 
 

@@ -10,12 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import test_higgs_data
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_higgs_data import events
-from torch.utils.tensorboard.writer import SummaryWriter  # noqa: F401 - tensorboard present
 
 from torchopt_bench.data.higgs import load_higgs
 from torchopt_bench.metrics import ams, best_ams, weighted_auc
@@ -24,6 +23,9 @@ from torchopt_bench.runtime import seed_everything
 from torchopt_bench.tasks.higgs import HiggsTask
 from torchopt_bench.tracking import RunRecorder
 from torchopt_bench.trainer import CHECKPOINT_NAME, Trainer
+
+events = test_higgs_data.events
+served_sample = test_higgs_data.served_sample  # the local HTTP server fixture
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SAMPLE = (
@@ -303,3 +305,22 @@ def test_cli_resume_of_a_run_continues_it_exactly(cli, tmp_path: Path) -> None:
     for key in ("final_loss", "val_auc", "val_ams", "public_ams", "public_auc"):
         assert second.summary[key] == whole.summary[key]
     assert json.loads((tmp_path / "part" / "summary.json").read_text())["status"] == "ok"
+
+
+@needs_sample
+def test_cli_downloads_the_file_when_asked(cli, tmp_path: Path, served_sample) -> None:
+    """task.data.download=true through the application, from a real local HTTP server."""
+    base, sha256 = served_sample
+    target = tmp_path / "data" / "higgs.csv.gz"
+    result = cli(
+        "task=higgs",
+        f"task.data.path={target}",
+        "task.data.download=true",
+        f"task.data.url={base}/sample.csv.gz",
+        f"task.data.sha256={sha256}",
+        "task.data.max_events=1000",
+        "trainer.epochs=1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.summary["data"]["sha256"] == sha256
+    assert target.is_file()

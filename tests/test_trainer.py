@@ -135,3 +135,47 @@ def test_gradient_descent_matches_a_hand_loop_on_a_network(tmp_path):
                     p -= 0.1 * g
     for got, want in zip(task.parameters(), reference.parameters()):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
+
+
+class NoTrainLoss(TinyRegression):
+    """Reports no train/loss of its own: the trainer's mean of the step losses stands in."""
+
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def initial_row(self) -> None:
+        return None
+
+
+def test_train_loss_defaults_to_the_mean_of_the_epochs_step_losses(tmp_path):
+    task = NoTrainLoss()
+    task.setup(torch.device("cpu"), torch.float64, seed=0)
+    reference = TinyRegression()
+    reference.setup(torch.device("cpu"), torch.float64, seed=0)
+    with RunRecorder(tmp_path, tensorboard=False) as recorder:
+        Trainer(epochs=2, progress=False).fit(task, factory("sgd", lr=0.1), recorder)
+    for epoch in range(2):
+        # The loss of each batch before its step, as the hand loop computes it.
+        step_losses = []
+        for batch in reference.batches(epoch):
+            loss = reference.loss(batch)
+            step_losses.append(float(loss))
+            grads = torch.autograd.grad(loss, reference.parameters())
+            with torch.no_grad():
+                for p, g in zip(reference.parameters(), grads):
+                    p -= 0.1 * g
+        assert recorder.history[epoch]["train/loss"] == pytest.approx(
+            sum(step_losses) / 2, rel=1e-14
+        )
+
+
+def test_checkpoint_settings_leave_a_function_task_alone(tmp_path, caplog):
+    task = FunctionTask("rosenbrock")
+    task.setup(torch.device("cpu"), torch.float64, seed=0)
+    with RunRecorder(tmp_path, tensorboard=False) as recorder:
+        summary = Trainer(steps=5, progress=False, checkpoint_every=1, resume=True).fit(
+            task, factory("sgd"), recorder
+        )
+    assert summary["status"] == "ok" and summary["steps"] == 5
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert "apply to network tasks" in caplog.text

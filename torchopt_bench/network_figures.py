@@ -25,7 +25,13 @@ __all__ = ["ams_curve", "ams_threshold_figure", "curves_figure", "roc_figure", "
 #: Events per labelled split: labels (1 signal, 0 background), scores, weights.
 Scored = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-_COLORS = {"train": "tab:blue", "val": "tab:orange", "public": "tab:green", "private": "tab:red"}
+_COLORS = {
+    "train": "tab:blue",
+    "val": "tab:orange",
+    "public": "tab:green",
+    "test": "tab:green",
+    "private": "tab:red",
+}
 
 
 def curves_figure(
@@ -69,7 +75,13 @@ def roc_figure(scored: Mapping[str, Scored], aucs: Mapping[str, float], title: s
     fig, ax = plt.subplots(figsize=(5.2, 4.8))
     for name, (y, score, w) in scored.items():
         fpr, tpr, _ = roc_curve(y, score, sample_weight=w)
-        ax.plot(fpr, tpr, color=_COLORS.get(name), lw=1.6, label=f"{name} (AUC {aucs[name]:.4f})")
+        ax.plot(
+            fpr,
+            tpr,
+            color=_COLORS.get(name.split()[0]),
+            lw=1.6,
+            label=f"{name} (AUC {aucs[name]:.4f})",
+        )
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="random guess")
     ax.set_xlabel("false positive rate (weighted background selected)")
     ax.set_ylabel("true positive rate (weighted signal selected)")
@@ -107,7 +119,13 @@ def ams_threshold_figure(
     for name, (y, score, w) in scored.items():
         t, values = ams_curve(y, score, w, b_reg)
         at = values[t >= threshold][-1] if np.any(t >= threshold) else 0.0
-        ax.plot(t, values, color=_COLORS.get(name), lw=1.4, label=f"{name} (AMS {at:.3f} at cut)")
+        ax.plot(
+            t,
+            values,
+            color=_COLORS.get(name.split()[0]),
+            lw=1.4,
+            label=f"{name} (AMS {at:.3f} at cut)",
+        )
     if np.isfinite(threshold):
         ax.axvline(
             threshold, color="k", ls="--", lw=1, label=f"cut chosen on val: {threshold:.3f}"

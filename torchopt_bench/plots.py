@@ -254,7 +254,7 @@ def plot_gap_curves(
     first = [_positive(curve.get("high", curve["median"]), floor)[0] for curve in curves.values()]
     first = [v for v in first if np.isfinite(v)]
     if first:
-        ax.set_ylim(top=max(first) * 100.0)
+        ax.set_ylim(top=min(max(first) * 100.0, 1e300))
     ax.set_xlabel("step")
     ax.set_ylabel("f(x) - f*   (log scale)")
     ax.set_title(title)

@@ -14,10 +14,11 @@ in one of two ways, named by :attr:`BenchOptimizer.fused_path`:
 
 * torch's own fused kernel (``torch._fused_adam_`` and the like), for the methods that
   torch has one for; the class overrides ``_fused``;
-* a ``torch.compile``\ d update (:mod:`torchopt_bench.optim._fused`): the class writes the
-  update of one tensor as ``_fused_update(flags, param, grad, *state, s)``, with the
-  step's scalars ``s`` computed on the host by ``_fused_scalars``, the state tensors named
-  by ``_fused_state_keys`` and the structural switches by ``_fused_flags``.
+* an update compiled by ``torch.compile`` (:mod:`torchopt_bench.optim._fused`): the
+  class writes the update of one tensor as ``_fused_update(flags, param, grad, *state,
+  s)``, with the step's scalars ``s`` computed on the host by ``_fused_scalars``, the
+  state tensors named by ``_fused_state_keys`` and the structural switches by
+  ``_fused_flags``.
 
 ``states`` holds one dict per parameter, created by ``_init_state`` on the parameter's
 first step. Hyperparameters are read from the param group on every step so that
@@ -137,14 +138,6 @@ def step_values(steps: list[Tensor]) -> list[float]:
     return torch.stack([step.to("cpu", torch.float64) for step in steps]).tolist()
 
 
-def advance_steps(states: list[dict[str, Any]]) -> list[float]:
-    """Add one to the ``step`` of every state (one multi-tensor call) and return the new
-    values."""
-    steps = [state["step"] for state in states]
-    torch._foreach_add_(steps, 1)
-    return step_values(steps)
-
-
 def group_by_device_and_dtype(params: list[Tensor]) -> dict[tuple, list[int]]:
     """Indices of ``params`` by (device, dtype): torch's fused kernels take one of each."""
     groups: dict[tuple, list[int]] = {}
@@ -251,10 +244,11 @@ class BenchOptimizer(Optimizer):
         raise NotImplementedError
 
     def _fused_scalars(
-        self, group: dict[str, Any], states: list[dict[str, Any]]
+        self, group: dict[str, Any], states: list[dict[str, Any]], steps: list[float]
     ) -> list[list[float]]:
-        """One row of host scalars per tensor for this step; advances ``step`` (and any
-        other host-side state) exactly as the per-tensor loop does."""
+        """One row of host scalars per tensor for this step, whose ``step`` is ``steps``
+        (already counted; the tensors themselves are advanced with the update). Any other
+        host-side state advances here exactly as in the per-tensor loop."""
         raise NotImplementedError
 
     @staticmethod
@@ -266,19 +260,22 @@ class BenchOptimizer(Optimizer):
         """Every fused group of the step, as ``(group, params, grads, states)`` with the
         gradients *not* negated for ``maximize``. Groups with the same flags share one
         compiled call: their hyperparameters are rows of the scalars, not constants."""
-        buckets: dict[tuple, tuple[list, list]] = {}
+        buckets: dict[tuple, tuple[list, list, list]] = {}
         for group, params, grads, states in batches:
             if any(grad.is_sparse for grad in grads):
                 raise RuntimeError(f"{type(self).__name__} with fused=True: sparse gradients")
             keys = self._fused_state_keys(group)
-            rows, scalars = buckets.setdefault(
-                (self._fused_flags(group), bool(group["maximize"])), ([], [])
+            rows, steps, scalars = buckets.setdefault(
+                (self._fused_flags(group), bool(group["maximize"])), ([], [], [])
             )
-            scalars += self._fused_scalars(group, states)
+            step_tensors = [state["step"] for state in states]
+            values = [value + 1 for value in step_values(step_tensors)]
+            scalars += self._fused_scalars(group, states, values)
+            steps += step_tensors
             for param, grad, state in zip(params, grads, states):
                 rows.append(tuple(view_as_real([param, grad, *(state[k] for k in keys)])))
-        for (flags, maximize), (rows, scalars) in buckets.items():
-            run_fused(type(self)._fused_update, flags, maximize, rows, scalars)
+        for (flags, maximize), (rows, steps, scalars) in buckets.items():
+            run_fused(type(self)._fused_update, flags, maximize, rows, steps, scalars)
 
     # -- the step ------------------------------------------------------------------------
 

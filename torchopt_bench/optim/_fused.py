@@ -36,14 +36,23 @@ __all__ = ["FusedUpdate", "compiled_update", "run_fused", "cache_info", "clear_c
 #: ``update(flags, param, grad, *state, s)``: in-place update of one tensor and its state.
 FusedUpdate = Callable[..., None]
 
-_CACHE: dict[tuple, Callable[[list[tuple[Tensor, ...]], Tensor], None]] = {}
+_CACHE: dict[tuple, Callable[..., None]] = {}
+#: The same entries by the identities of the tensors, to skip building the layout key on
+#: every step (dynamo's own guards still check the layout on every call).
+_BY_IDENTITY: dict[tuple, Callable[..., None]] = {}
 #: Compilations done in this process, with their first-call seconds (for logs and tests).
 _COMPILES: list[tuple[str, int, float]] = []
+#: Below this many entries per tensor, a CPU layout is compiled single-threaded, as eager
+#: torch does not parallelise an operation under its grain size of 32768 entries: waking
+#: OpenMP threads for kernels this small costs more than they save, the more so on a busy
+#: machine.
+SERIAL_NUMEL = 32768
 
 
-def _layout(rows: Sequence[Sequence[Tensor]]) -> tuple:
+def _layout(rows: Sequence[Sequence[Tensor]], steps: Sequence[Tensor]) -> tuple:
     return tuple(
-        tuple((t.dtype, t.device, tuple(t.shape), t.stride()) for t in row) for row in rows
+        tuple((t.dtype, t.device, tuple(t.shape), t.stride()) for t in row)
+        for row in [*rows, steps]
     )
 
 
@@ -52,7 +61,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _make_runner(update: FusedUpdate, flags: tuple, maximize: bool) -> Callable:
-    def run_rows(rows: list[tuple[Tensor, ...]], scalars: Tensor) -> None:
+    def run_rows(rows: list[tuple[Tensor, ...]], steps: list[Tensor], scalars: Tensor) -> None:
+        for step in steps:
+            step.add_(1)
         for index, (param, grad, *state) in enumerate(rows):
             if maximize:
                 grad = torch.neg(grad)
@@ -70,10 +81,16 @@ def compiled_update(
     flags: tuple,
     maximize: bool,
     rows: Sequence[Sequence[Tensor]],
+    steps: Sequence[Tensor],
     scalars: Tensor,
-) -> Callable[[list[tuple[Tensor, ...]], Tensor], None]:
-    """The compiled function applying ``update`` to ``rows``, from the cache or new."""
-    key = (update, flags, maximize, _layout(rows), scalars.shape, scalars.dtype, scalars.device)
+) -> Callable[..., None]:
+    """The compiled function applying ``update`` to ``rows`` (and advancing ``steps``),
+    from the cache or compiled now (on its first call)."""
+    identity = (update, flags, maximize, *map(id, steps), *(id(t) for row in rows for t in row))
+    compiled = _BY_IDENTITY.get(identity)
+    if compiled is not None:
+        return compiled
+    key = (update, flags, maximize, _layout(rows, steps), scalars.shape, scalars.device)
     compiled = _CACHE.get(key)
     if compiled is None:
         runner = _make_runner(update, flags, maximize)
@@ -82,32 +99,46 @@ def compiled_update(
         name = f"fused_{update.__qualname__.replace('.', '_')}_{len(_CACHE)}"
         code = runner.__code__.replace(co_name=name)
         unique = types.FunctionType(code, runner.__globals__, name, None, runner.__closure__)
-        compiled = torch.compile(unique, fullgraph=True, dynamic=False)
-        _CACHE[key] = _first_call_logged(compiled, update, len(rows), key)
-        compiled = _CACHE[key]
+        # Dynamo's guards already check every input's size and stride on each call.
+        options: dict[str, Any] = {"size_asserts": False}
+        if scalars.device.type == "cpu" and max(row[0].numel() for row in rows) < SERIAL_NUMEL:
+            options["cpp.threads"] = 1
+        compiled = torch.compile(unique, fullgraph=True, dynamic=False, options=options)
+        compiled = _first_call_logged(compiled, update, rows, key, identity)
+        _CACHE[key] = compiled
+    if len(_BY_IDENTITY) > 4096:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[identity] = compiled
     return compiled
 
 
-def _first_call_logged(compiled: Callable, update: FusedUpdate, count: int, key: tuple):
+def _first_call_logged(
+    compiled: Callable, update: FusedUpdate, rows: Sequence[Sequence[Tensor]], key, identity
+) -> Callable:
     """Wrap ``compiled`` so that its first call (the compilation) is timed and logged; the
-    cache entry is then replaced by ``compiled`` itself."""
+    cache entries are then replaced by ``compiled`` itself."""
+    count = len(rows)
+    numel = sum(row[0].numel() for row in rows)
+    kinds = ", ".join(sorted({f"{row[0].dtype}/{row[0].device}" for row in rows}))
 
-    def first_call(rows: list[tuple[Tensor, ...]], scalars: Tensor) -> None:
+    def first_call(*args: Any) -> None:
         start = time.perf_counter()
-        compiled(rows, scalars)
+        compiled(*args)
         seconds = time.perf_counter() - start
         _COMPILES.append((update.__qualname__, count, seconds))
-        numel = sum(row[0].numel() for row in rows)
         logger.info(
             "compiled the fused %s update for %d tensors (%d entries, %s, flags %s) in %.2f s",
             update.__qualname__.split(".")[0],
             count,
             numel,
-            ", ".join(sorted({f"{row[0].dtype}/{row[0].device}" for row in rows})),
+            kinds,
             key[1],
             seconds,
         )
         _CACHE[key] = compiled
+        for ident, value in list(_BY_IDENTITY.items()):
+            if value is first_call:
+                _BY_IDENTITY[ident] = compiled
 
     return first_call
 
@@ -117,10 +148,12 @@ def run_fused(
     flags: tuple,
     maximize: bool,
     rows: Sequence[Sequence[Tensor]],
+    steps: Sequence[Tensor],
     scalar_rows: Sequence[Sequence[float]],
 ) -> None:
-    """Apply ``update`` to every row ``(param, grad, *state)``, with the host scalars of
-    each row, in one compiled call per device."""
+    """Apply ``update`` to every row ``(param, grad, *state)`` with the host scalars of
+    each row, one compiled call per device, and add one to every ``steps`` tensor: inside
+    that call where it lives on the parameters' device, else before it."""
     by_device: dict[torch.device, list[int]] = {}
     for index, row in enumerate(rows):
         by_device.setdefault(row[0].device, []).append(index)
@@ -129,7 +162,12 @@ def run_fused(
         dtype = torch.float32 if device.type == "mps" else torch.float64
         scalars = torch.tensor([scalar_rows[i] for i in indices], dtype=dtype, device=device)
         device_rows = [tuple(rows[i]) for i in indices]
-        compiled_update(update, flags, maximize, device_rows, scalars)(device_rows, scalars)
+        in_graph = [steps[i] for i in indices if steps[i].device == device]
+        eager = [steps[i] for i in indices if steps[i].device != device]
+        if eager:
+            torch._foreach_add_(eager, 1)
+        compiled = compiled_update(update, flags, maximize, device_rows, in_graph, scalars)
+        compiled(device_rows, in_graph, scalars)
 
 
 def cache_info() -> dict[str, Any]:
@@ -140,4 +178,5 @@ def cache_info() -> dict[str, Any]:
 def clear_cache() -> None:
     """Forget every compiled update (the next fused step compiles again)."""
     _CACHE.clear()
+    _BY_IDENTITY.clear()
     _COMPILES.clear()

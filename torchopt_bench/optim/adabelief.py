@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -194,7 +193,7 @@ class AdaBelief(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_var", *(["max_exp_avg_var"] if group["amsgrad"] else []))
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
         weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
         shrink = 1 - lr * weight_decay if decoupled else 1.0
@@ -202,7 +201,7 @@ class AdaBelief(BenchOptimizer):
         return [
             [shrink, coupled, 1 - beta1, beta2, 1 - beta2, eps,
              (1 - beta2**step) ** 0.5, -lr / (1 - beta1**step)]
-            for step in advance_steps(states)
+            for step in steps
         ]  # fmt: skip
 
     @staticmethod

@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_lr,
     check_nonnegative,
     register,
@@ -164,8 +163,7 @@ class Adadelta(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("square_avg", "acc_delta")
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
-        advance_steps(states)
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         rho = group["rho"]
         row = [group["weight_decay"], rho, 1 - rho, group["eps"], -float(group["lr"])]
         return [row] * len(states)

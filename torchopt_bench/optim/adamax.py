@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -158,10 +157,10 @@ class Adamax(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("exp_avg", "exp_inf")
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, (beta1, beta2) = float(group["lr"]), group["betas"]
         head = [group["weight_decay"], 1 - beta1, beta2, group["eps"]]
-        return [[*head, -lr / (1 - beta1**step)] for step in advance_steps(states)]
+        return [[*head, -lr / (1 - beta1**step)] for step in steps]
 
     @staticmethod
     def _fused_update(flags, param, grad, exp_avg, exp_inf, *, s) -> None:

@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -205,7 +204,7 @@ class ADOPT(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
         weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
         clip_exponent = group["clip_exponent"]
@@ -215,7 +214,7 @@ class ADOPT(BenchOptimizer):
             [shrink, coupled, float(step == 1), eps,
              step**clip_exponent if clip_exponent is not None else 0.0,
              1 - beta1, -lr, beta2, 1 - beta2]
-            for step in advance_steps(states)
+            for step in steps
         ]  # fmt: skip
 
     @staticmethod

@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_lr,
     check_nonnegative,
     register,
@@ -200,10 +199,10 @@ class ASGD(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("ax",)
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, lambd, alpha, t0 = float(group["lr"]), group["lambd"], group["alpha"], group["t0"]
         rows = []
-        for step, state in zip(advance_steps(states), states):
+        for step, state in zip(steps, states):
             eta, mu = state["eta"].item(), state["mu"].item()
             rows.append([group["weight_decay"], 1 - lambd * eta, -eta, float(mu == 1), mu])
             # Step size and averaging weight for the next step, as in the loop.

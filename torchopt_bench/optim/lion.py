@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -138,8 +137,7 @@ class Lion(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("exp_avg",)
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
-        advance_steps(states)
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, (beta1, beta2) = float(group["lr"]), group["betas"]
         return [[1 - lr * group["weight_decay"], 1 - beta1, 1 - beta2, -lr]] * len(states)
 

@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -213,7 +212,7 @@ class NAdam(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
         weight_decay, momentum_decay = group["weight_decay"], group["momentum_decay"]
         decoupled = group["decoupled_weight_decay"]
@@ -222,7 +221,7 @@ class NAdam(BenchOptimizer):
         coupled = 0.0 if decoupled else weight_decay
 
         rows = []
-        for step, state in zip(advance_steps(states), states):
+        for step, state in zip(steps, states):
             mu = _momentum_coefficient(beta1, momentum_decay, step)
             mu_next = _momentum_coefficient(beta1, momentum_decay, step + 1)
             state["mu_product"] *= mu

@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_lr,
     check_nonnegative,
     register,
@@ -200,8 +199,7 @@ class RMSprop(BenchOptimizer):
         return ("square_avg", *(["momentum_buffer"] if momentum else []),
                 *(["grad_avg"] if centered else []))  # fmt: skip
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
-        advance_steps(states)
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, alpha = float(group["lr"]), group["alpha"]
         row = [group["weight_decay"], alpha, 1 - alpha, group["eps"], group["momentum"], -lr]
         return [row] * len(states)

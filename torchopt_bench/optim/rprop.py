@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_lr,
     register,
     scalar_dtype,
@@ -147,18 +146,19 @@ class Rprop(BenchOptimizer):
         prevs = view_as_real([state["prev"] for state in states])
         step_sizes = view_as_real([state["step_size"] for state in states])
 
+        # The product's sign is the agreement's: compared directly, without sign().
         agreements = torch._foreach_mul(grads, prevs)
-        torch._foreach_sign_(agreements)
-        factors = [
-            torch.ones_like(a).masked_fill_(a > 0, etaplus).masked_fill_(a < 0, etaminus)
-            for a in agreements
-        ]
+        factors, masked = [], []
+        for grad, agreement in zip(grads, agreements):
+            flipped = agreement < 0
+            factor = torch.ones_like(agreement).masked_fill_(agreement > 0, etaplus)
+            factors.append(factor.masked_fill_(flipped, etaminus))
+            # The stored gradient becomes the new one, zeroed where the sign flipped.
+            masked.append(grad.masked_fill(flipped, 0))
         torch._foreach_mul_(step_sizes, factors)
         torch._foreach_clamp_min_(step_sizes, step_size_min)
         torch._foreach_clamp_max_(step_sizes, step_size_max)
 
-        # The stored gradient becomes the new one, zeroed where the sign flipped.
-        masked = [g.masked_fill(a < 0, 0) for g, a in zip(grads, agreements)]
         torch._foreach_copy_(prevs, masked)
         torch._foreach_addcmul_(params, torch._foreach_sign(prevs), step_sizes, value=-1)
 
@@ -167,8 +167,7 @@ class Rprop(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("prev", "step_size")
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
-        advance_steps(states)
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         return [[*group["etas"], *group["step_sizes"]]] * len(states)
 
     @staticmethod

@@ -192,7 +192,13 @@ class ScheduleFreeAdamW(BenchOptimizer):
         the bias correction :math:`1 - \\beta_2^t`.
         """
         state["step"] += 1
-        step = state["step"].item()
+        return ScheduleFreeAdamW._schedule_at(group, state, state["step"].item())
+
+    @staticmethod
+    def _schedule_at(
+        group: dict[str, Any], state: dict[str, Any], step: float
+    ) -> tuple[float, float, float]:
+        """:meth:`_schedule` once ``step`` has been advanced (to the value ``step``)."""
         warmup_steps = group["warmup_steps"]
         lr = group["lr"] * (step / warmup_steps if step <= warmup_steps else 1.0)
 
@@ -255,11 +261,11 @@ class ScheduleFreeAdamW(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("z", "exp_avg_sq")
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         (beta1, beta2), eps, weight_decay = group["betas"], group["eps"], group["weight_decay"]
         rows = []
-        for state in states:
-            lr, average_coefficient, bias_correction2 = self._schedule(group, state)
+        for state, step in zip(states, steps):
+            lr, average_coefficient, bias_correction2 = self._schedule_at(group, state, step)
             rows.append([
                 beta2, 1 - beta2, bias_correction2, eps, weight_decay, average_coefficient,
                 lr * (beta1 * (1 - average_coefficient) - 1), -lr,

@@ -11,7 +11,6 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    advance_steps,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -191,13 +190,13 @@ class Yogi(BenchOptimizer):
     def _fused_state_keys(self, group) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def _fused_scalars(self, group, states) -> list[list[float]]:
+    def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, (beta1, beta2), eps = float(group["lr"]), group["betas"], group["eps"]
         weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
         shrink = 1 - lr * weight_decay if decoupled else 1.0
         coupled = 0.0 if decoupled else weight_decay
         rows = []
-        for step in advance_steps(states):
+        for step in steps:
             step_size, root_correction = self._step_size_and_root_correction(group, step)
             rows.append(
                 [shrink, coupled, 1 - beta1, -(1 - beta2), root_correction, eps, step_size]

@@ -135,6 +135,7 @@ class FunctionTask(Task):
         n_paths: full paths are kept for the first ``n_paths`` starts of every optimizer
             and rate.
         animate: also write ``paths.gif``, an animation of the paths.
+        figures: write the figures (off: tables and summary only, for large sweeps).
     """
 
     kind = "function"
@@ -155,6 +156,7 @@ class FunctionTask(Task):
         optimizers: Mapping[str, Any] | None = None,
         n_paths: int = 8,
         animate: bool = False,
+        figures: bool = True,
     ) -> None:
         self.name = name
         self.function: TestFunction = get_function(function or name, dim)
@@ -200,6 +202,7 @@ class FunctionTask(Task):
         self.optimizers = dict(optimizers) if optimizers is not None else None
         self.n_paths = n_paths
         self.animate = bool(animate)
+        self.figures = bool(figures)
         # Validates n_starts, starts and start_region now, before any run starts.
         self.start_rows = start_points(self.function, self.start, n_starts, starts, start_region)
         self.blocks: list[_Block] = []
@@ -311,13 +314,16 @@ class FunctionTask(Task):
             for (block, tensors), caps in zip(members, member_caps):
                 own = groups[index : index + len(tensors)]
                 index += len(tensors)
-                closure = self._own_closure(tensors, caps) if caps.needs_closure else None
+                # A member that re-evaluates the loss, or differentiates through the
+                # gradient's graph, needs a loss (and graph) of its own parameters only.
+                needs_own = caps.needs_closure or caps.needs_create_graph
+                closure = self._own_closure(tensors, caps) if needs_own else None
                 built.append((block.factory(own), closure))
             return OptimizerSet(built)
 
         caps = Capabilities(
             needs_closure=any(c.needs_closure for c in member_caps),
-            needs_create_graph=any(c.needs_create_graph for c in member_caps),
+            needs_create_graph=False,
             has_train_eval=any(c.has_train_eval for c in member_caps),
             elementwise=True,
         )
@@ -599,8 +605,9 @@ class FunctionTask(Task):
         }
         if self.n_rows > 1:
             fields.update(self._batch_fields(starts))
-            fields.update(self._write_tables(run_dir, starts))
-        fields.update(self._figures(run_dir, recorder, summary, starts))
+            self._write_tables(run_dir, starts)
+        if self.figures:
+            self._figures(run_dir, recorder, summary, starts)
         return fields
 
     def _batch_fields(self, starts: pd.DataFrame) -> dict[str, Any]:
@@ -623,7 +630,9 @@ class FunctionTask(Task):
             fields["optimizer"] = ",".join(self.optimizers)
         return fields
 
-    def _write_tables(self, run_dir: Path, starts: pd.DataFrame) -> dict[str, Any]:
+    def _write_tables(self, run_dir: Path, starts: pd.DataFrame) -> None:
+        """``starts.csv``, ``gap_curves.csv`` and, with several optimizers or rates,
+        ``results.csv`` and ``lr_table.md``."""
         path = run_dir / "starts.csv"
         starts.to_csv(path, index=False)
         log.info("Wrote %s (%d starts)", describe_file(path), len(starts))
@@ -651,7 +660,6 @@ class FunctionTask(Task):
         path = run_dir / "gap_curves.csv"
         pd.DataFrame(curves).to_csv(path, index=False)
         log.info("Wrote %s", describe_file(path))
-        return {}
 
     def _markdown_table(self, best: pd.DataFrame) -> str:
         """Each optimizer at its best rate, as a Markdown table (``lr_table.md``)."""
@@ -696,9 +704,10 @@ class FunctionTask(Task):
         recorder: RunRecorder,
         summary: Mapping[str, Any],
         starts: pd.DataFrame,
-    ) -> dict[str, Any]:
+    ) -> None:
+        """The figures of the run, as PNG files and TensorBoard images."""
         if self.function.dim < 2:
-            return {}
+            return
         with_lr = self.lrs is not None
         per_block = len(self._path_starts)
         paths = torch.stack(self._paths).cpu().numpy().astype(float)  # (T+1, P, dim)
@@ -718,7 +727,6 @@ class FunctionTask(Task):
             lr = self._lr_of(block)
             return "" if math.isnan(lr) else f" (lr {lr:.3g})"
 
-        written: list[str] = []
         trajectories: dict[str, np.ndarray] = {}
         gap_curves: dict[str, dict[str, np.ndarray]] = {}
         if self.n_rows == 1:
@@ -829,13 +837,10 @@ class FunctionTask(Task):
             recorder.log_figure(f"figures/{stem}", fig)
             plt.close(fig)
             log.info("Wrote %s", describe_file(path))
-            written.append(path.name)
         if self.animate and trajectories:
             path = run_dir / "paths.gif"
             animate_paths(self.function, trajectories, path, title=title)
             log.info("Wrote %s", describe_file(path))
-            written.append(path.name)
-        return {}
 
     def _shown_blocks(self, stats: pd.DataFrame) -> list[int]:
         """The block of each optimizer drawn in the figures: its best rate."""
@@ -921,16 +926,17 @@ def block_statistics(starts: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_rates(stats: pd.DataFrame) -> pd.DataFrame:
-    """Each optimizer's best rate: the fewest median steps to the target; among rates whose
-    median start never reaches it, the highest success rate, then the lowest median final
-    gap. Rates at which every start diverged come last."""
+    """Each optimizer's best rate: the highest success rate (final gap under the target, so
+    a rate that touches the target and leaves it again is not preferred), then the fewest
+    median steps to the target, then the lowest median final gap. Rates at which every
+    start diverged come last."""
     key = stats.assign(
         _steps=stats["steps_to_target_median"].fillna(np.inf),
         _gap=stats["final_gap_median"].fillna(np.inf),
         _dead=stats["diverged_fraction"] >= 1.0,
         _success=-stats["success_rate"],
     )
-    ordered = key.sort_values(["_dead", "_steps", "_success", "_gap"], kind="stable")
+    ordered = key.sort_values(["_dead", "_success", "_steps", "_gap"], kind="stable")
     best = ordered.groupby("optimizer", sort=False).head(1)
     order = list(dict.fromkeys(stats["optimizer"]))
     best = best.set_index("optimizer").loc[order].reset_index()

@@ -245,22 +245,25 @@ class HiggsTask(NetworkTask):
         self.model.eval()
         scored: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         aucs: dict[str, float] = {}
+        random_split = self.data.source.get("split") == "random"
         for name in ("train", "val", "test_public", "test_private"):
             split = self.splits.get(name)
             if split is None:
                 continue
             _, scores = self._scored(split)
             key = _LEADERBOARDS.get(name, name)
-            scored[key] = (split.y_np, scores, split.w_np)
-            aucs[key] = weighted_auc(split.y_np, scores, split.w_np)
+            # The figures say when the "public" split is only carved from the t events.
+            shown = "test (random split)" if key == "public" and random_split else key
+            scored[shown] = (split.y_np, scores, split.w_np)
+            aucs[shown] = weighted_auc(split.y_np, scores, split.w_np)
             if name in _LEADERBOARDS:
-                fields[f"{key}_auc"] = aucs[key]
+                fields[f"{key}_auc"] = aucs[shown]
                 fields[f"{key}_ams"] = ams_at_threshold(
                     split.y_np, scores, split.w_np, threshold, self.b_reg
                 )
                 # The names the report reads.
-                fields[f"{name}_auc"] = aucs[key]
-        if self.data.source.get("split") == "random":
+                fields[f"{name}_auc"] = aucs[shown]
+        if random_split:
             fields["public_split"] = "random split of the training events (no KaggleSet b)"
         log.info(
             "AMS at the validation cut %.4f: val %.4f, public %s, private %s",
