@@ -323,7 +323,7 @@ def plot_basins(
     n_min = len(function.minimizers)
     palette = plt.get_cmap("tab10" if n_min <= 10 else "tab20")
     colors = [palette(i % palette.N) for i in range(n_min)]
-    colors = ["black", "#d9d9d9", *colors]  # outcome -2, -1, 0, 1, ...
+    colors = ["black", "#b0b0b0", *colors]  # outcome -2, -1, 0, 1, ...
     cmap = ListedColormap(colors)
     n = len(panels)
     cols = min(n, 3)
@@ -353,7 +353,7 @@ def plot_basins(
                 cmap=cmap,
                 vmin=-0.5,
                 vmax=len(colors) - 0.5,
-                s=max(4.0, 2000.0 / max(len(rest), 1)),
+                s=max(6.0, 8000.0 / max(len(rest), 1)),
                 lw=0,
             )
         draw_contours(ax, function, window, filled=False)

@@ -16,6 +16,15 @@ update (AMSGrad on or off, ...). One compiled function is kept per (update, flag
 layout) in a process-wide cache, so optimizers over the same model share it; each gets a
 code object of its own, so dynamo's per-function recompile limit never applies across
 layouts. The first call, which compiles, is timed and logged.
+
+The ``step`` counters are advanced inside the same call where they live on the
+parameters' device (on a CPU, where eager additions to ten 0-d tensors would cost as much
+as the update), else just before it. Small CPU layouts (every tensor under
+:data:`SERIAL_NUMEL` entries) are compiled single-threaded; ``size_asserts`` are off
+because dynamo's guards check every input's size and stride already.
+
+Compiling needs what inductor needs: a C++ compiler on a CPU (``g++`` here), Triton on
+CUDA. It is the only place of the package that uses ``torch.compile``.
 """
 
 from __future__ import annotations

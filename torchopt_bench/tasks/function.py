@@ -308,12 +308,11 @@ class FunctionTask(Task):
         member_caps = [capabilities_of(block.factory) for block, _ in members]
 
         def build_set(params: list[Any]) -> Optimizer:
-            groups = list(params)
+            # Each member gets the param groups of its own tensors.
+            by_tensor = {id(group["params"][0]): group for group in params}
             built = []
-            index = 0
             for (block, tensors), caps in zip(members, member_caps):
-                own = groups[index : index + len(tensors)]
-                index += len(tensors)
+                own = [by_tensor[id(t)] for t in tensors]
                 # A member that re-evaluates the loss, or differentiates through the
                 # gradient's graph, needs a loss (and graph) of its own parameters only.
                 needs_own = caps.needs_closure or caps.needs_create_graph

@@ -287,21 +287,14 @@ class HiggsTask(NetworkTask):
         label = f"{summary.get('optimizer')}, lr {summary.get('lr', float('nan')):.3g}"
         events = f"{self.data.source.get('rows')} events read"
         held_out = {k: v for k, v in scored.items() if k != "train"}
+        panels = [
+            ("weighted BCE loss", ["train/loss", "val/loss"]),
+            ("weighted ROC AUC", ["train/auc", "val/auc"]),
+            (f"AMS (b_reg {self.b_reg:g}) at the best val cut", ["val/ams"]),
+        ]
         figures = {
             "curves": curves_figure(
-                recorder.history,
-                [
-                    ("weighted BCE loss", ["train/loss", "val/loss"]),
-                    (
-                        "weighted ROC AUC",
-                        [
-                            "train/auc",
-                            "val/auc",
-                        ],
-                    ),
-                    (f"AMS (b_reg {self.b_reg:g}) at the best val cut", ["val/ams"]),
-                ],
-                f"Higgs MLP, {label}: learning curves ({events})",
+                recorder.history, panels, f"Higgs MLP, {label}: learning curves ({events})"
             ),
             "roc": roc_figure(scored, aucs, f"Weighted ROC curves ({label})"),
             "ams_threshold": ams_threshold_figure(
