@@ -40,7 +40,7 @@ __all__ = ["main", "objective_value", "run"]
 
 #: Settings that say where outputs go or how a run is displayed, not what it computes:
 #: left out when a job's config is compared with the one of a completed job.
-RESUME_IGNORED_KEYS = ("runs_dir", "skip_completed", "trainer.progress")
+RESUME_IGNORED_KEYS = ("runs_dir", "skip_completed", "trainer.progress", "trainer.resume")
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))

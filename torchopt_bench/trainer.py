@@ -114,7 +114,7 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
 def _global_norm(tensors: list[Tensor]) -> float:
     if not tensors:
         return 0.0
-    norms = torch._foreach_norm(tensors)
+    norms = torch._foreach_norm([t.detach() for t in tensors])
     return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 __all__ = ["NetworkTask"]
 
 #: Events per forward pass when evaluating a whole split.
-EVAL_CHUNK = 65536
+EVAL_CHUNK = 8192
 
 
 class NetworkTask(Task):
