@@ -46,10 +46,12 @@ ELEMENTWISE = configs_where(True)
 COUPLED = configs_where(False)
 
 
-def run(task: FunctionTask, opt: Any, steps: int, out: Path) -> tuple[dict, dict]:
+def run(
+    task: FunctionTask, opt: Any, steps: int, out: Path, dtype: torch.dtype = torch.float64
+) -> tuple[dict, dict]:
     """Set up and run ``task`` through the trainer; return the trainer's summary and the
     task's summary fields."""
-    task.setup(torch.device("cpu"), torch.float64, seed=0)
+    task.setup(torch.device("cpu"), dtype, seed=0)
     with RunRecorder(out, tensorboard=False) as recorder:
         summary = Trainer(steps=steps, progress=False, fallback_optimizer=FALLBACK).fit(
             task, opt, recorder
@@ -369,3 +371,209 @@ def test_basin_outcomes_name_the_minimiser_each_start_reached(tmp_path: Path) ->
     assert (frame["outcome"][~success] == -1).all()
     assert set(nearest[success]) == {0, 1, 2, 3}  # the grid finds all four basins
     assert fields["success_rate"] == pytest.approx(success.mean())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n_starts", [1, 4])
+def test_half_precision_runs_and_converges_on_the_sphere(
+    dtype: torch.dtype, n_starts: int, tmp_path: Path
+) -> None:
+    """Gradient descent on f = x^2 + y^2 from [1, 1] at lr 0.1: x_t = x_0 (1 - 2 lr)^t,
+    here each step rounded to the run's dtype, computed by hand with a multiplication
+    (the optimizer subtracts lr * 2x instead: the two roundings may differ by an ulp a
+    step). The distances to the minimiser (``target_distance``) go through cdist, which
+    has no float16 or bfloat16 kernel."""
+    lr, steps = 0.1, 20
+    task = FunctionTask(
+        "sphere", start=[1.0, 1.0], n_starts=n_starts, target_distance=0.05, figures=False
+    )
+    summary, fields = run(task, factory("sgd", lr=lr), steps, tmp_path, dtype=dtype)
+    assert summary["status"] == "ok" and summary["steps"] == steps
+    x = torch.tensor(1.0, dtype=dtype)
+    factor = torch.tensor(1.0 - 2.0 * lr, dtype=dtype)
+    for _ in range(steps):
+        x = x * factor
+    expected = float(x)  # 0.8^20 = 0.01153 in exact arithmetic
+    eps = torch.finfo(dtype).eps
+    assert fields["final_point"] == pytest.approx([expected, expected], rel=steps * eps)
+    assert fields["final_gap"] == pytest.approx(2 * expected**2, rel=3 * steps * eps)
+    assert fields["final_gap"] < 1e-3  # from f = 2
+    # |x_t| < 0.05 / sqrt(2) from step 15 on: 0.8^15 = 0.0352 < 0.0354 < 0.8^14.
+    frame = task.per_start()
+    assert frame["steps_to_target"].iloc[0] == 15
+    assert (frame["outcome"].iloc[:1] == 0).all()
+
+
+def test_overflow_ceiling_leaves_the_sum_over_starts_finite() -> None:
+    from torchopt_bench.tasks.function import overflow_ceiling
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        big = torch.finfo(dtype).max
+        for n in (1, 3, 10_000):
+            ceiling = overflow_ceiling(dtype, n)
+            assert ceiling == big / (4 * n)
+            # n values at the ceiling sum to a finite number in the dtype itself.
+            values = torch.full((n,), ceiling, dtype=dtype)
+            assert torch.isfinite(values.sum())
+    assert overflow_ceiling(torch.float16, 1) == 65504 / 4
+
+
+@pytest.mark.parametrize(
+    ("dtype", "start", "lr", "reason"),
+    [
+        # f(100, 100) = 20,000 > 65,504 / 4 = 16,376: diverged at the start.
+        (torch.float16, [100.0, 100.0], 0.1, "value above the overflow ceiling 1.64e+04"),
+        # x_1 = -2e160 is finite, f(x_1) = 8e320 is not.
+        (torch.float64, [1.0, 1.0], 1e160, "non-finite value"),
+        # x_1 = 1e10 (1 - 2e300) overflows to -inf.
+        (torch.float64, [1e10, 1e10], 1e300, "non-finite parameter"),
+    ],
+)
+def test_divergence_reason_says_what_happened(
+    dtype: torch.dtype, start: list[float], lr: float, reason: str, tmp_path: Path
+) -> None:
+    task = FunctionTask("sphere", start=start, figures=False)
+    summary, _ = run(task, factory("sgd", lr=lr), 5, tmp_path, dtype=dtype)
+    assert summary["status"] == "diverged"
+    assert summary["diverged_reason"] == f"{reason} (1 start)"
+    assert task.per_start()["diverged_reason"].iloc[0] == reason.split(" 1.64")[0]
+
+
+def synthetic_starts(gaps_by_lr: dict[float, list[float]]) -> Any:
+    """Rows of ``per_start`` for one optimizer: NaN gap = diverged, none under the target."""
+    import pandas as pd
+
+    rows = []
+    for lr, gaps in gaps_by_lr.items():
+        for i, gap in enumerate(gaps):
+            rows.append(
+                {
+                    "optimizer": "sgd",
+                    "lr": lr,
+                    "label": f"sgd lr={lr:g}",
+                    "start_index": i,
+                    "final_gap": gap,
+                    "steps_to_target": math.nan,
+                    "diverged_at_step": 3.0 if math.isnan(gap) else math.nan,
+                    "outcome": -2 if math.isnan(gap) else -1,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_a_diverged_start_counts_as_the_worst_gap_in_the_ranking() -> None:
+    """Rate 0.1: 9 of 10 starts diverged, the survivor at gap 1e-3; rate 0.01: every start
+    alive, gaps 1, ..., 10. The survivors' median prefers 0.1; counting the diverged as
+    infinite gaps, the median over all starts is inf at 0.1 and 5 at 0.01 (the 5th of 10
+    sorted values, no interpolation)."""
+    from torchopt_bench.tasks.function import best_rates, block_statistics
+
+    nan = math.nan
+    starts = synthetic_starts({0.1: [nan] * 9 + [1e-3], 0.01: [float(g) for g in range(1, 11)]})
+    stats = block_statistics(starts)
+    by_lr = stats.set_index("lr")
+    assert by_lr.loc[0.1, "final_gap_median"] == 1e-3  # survivors only
+    assert math.isnan(by_lr.loc[0.1, "final_gap_all_median"])  # the median start diverged
+    assert by_lr.loc[0.01, "final_gap_all_median"] == 5.0
+    assert by_lr.loc[0.1, "diverged_fraction"] == 0.9
+    assert best_rates(stats)["lr"].tolist() == [0.01]
+    # Equal medians over all starts: the smaller diverged fraction wins.
+    starts = synthetic_starts({0.1: [nan, 1.0, 2.0, 2.0, 3.0], 0.01: [4.0, 1.0, 2.0, 2.0, 3.0]})
+    assert best_rates(block_statistics(starts))["lr"].tolist() == [0.01]
+
+
+def test_best_rate_is_not_the_one_where_most_starts_diverged(tmp_path: Path) -> None:
+    """SGD on Rosenbrock from 100 starts over the domain: at lr 3e-3 most starts diverge
+    and the few survivors sit lowest; the chosen rate is the small one, and the table
+    shows the diverged fraction of every rate."""
+    task = FunctionTask("rosenbrock", n_starts=100, lrs=[1e-4, 3e-3], figures=False)
+    _, fields = run(task, factory("sgd"), 300, tmp_path)
+    frame = task.per_start()
+    dead = (frame["outcome"] == -2).groupby(frame["lr"]).mean()
+    survivors = frame.groupby("lr")["final_gap"].median()  # NaN (diverged) skipped
+    assert dead[3e-3] > 0.5 > dead[1e-4]
+    assert survivors[3e-3] < survivors[1e-4]  # what used to pick 3e-3
+    assert fields["best_lr"] == {"opt": 1e-4}
+    table = (tmp_path / "lr_table.md").read_text()
+    assert f"| {dead[3e-3]:.0%} |" in table and f"| {dead[1e-4]:.0%} |" in table
+    assert "inf (diverged)" in table
+
+
+def test_figures_say_what_their_statistics_are_over() -> None:
+    """The gap plot's band is over the starts still alive and it shows the diverged
+    fraction; the not-reached markers of two optimizers at the same rate do not sit on
+    one spot; the basins title says the dots are starts."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from torchopt_bench.plots import plot_basins, plot_gap_curves, plot_lr_sensitivity
+
+    steps = np.arange(5)
+    curve = {
+        "low": 1.0 / (1 + steps),
+        "median": 2.0 / (1 + steps),
+        "high": 3.0 / (1 + steps),
+        "diverged": np.array([0.0, 0.0, 0.25, 0.5, 0.5]),
+    }
+    fig = plot_gap_curves({"sgd": curve}, target=1e-6)
+    main, side = fig.axes
+    assert "still alive" in main.get_ylabel()
+    assert "diverged" in side.get_ylabel() and side.get_ylim() == (0.0, 100.0)
+    np.testing.assert_array_equal(side.lines[0].get_ydata(), 100.0 * curve["diverged"])
+    labels = [t.get_text() for t in main.get_legend().get_texts()]
+    assert "sgd  [50% diverged]" in labels
+    plt.close(fig)
+
+    stats = pd.DataFrame(
+        {
+            "optimizer": ["a", "a", "b", "b"],
+            "lr": [0.1, 1.0, 0.1, 1.0],
+            "steps_to_target_median": [math.nan] * 4,
+            "final_gap_median": [1.0, 2.0, 1.0, math.nan],
+            "diverged_fraction": [0.0, 0.4, 0.0, 1.0],
+        }
+    )
+    fig = plot_lr_sensitivity(stats, target=1e-6)
+    left, right, dead = fig.axes
+    a_top, b_top = left.lines[1].get_xdata(), left.lines[3].get_xdata()
+    assert len(a_top) == len(b_top) == 2 and (np.abs(np.log10(a_top / b_top)) > 0.02).all()
+    assert "never reached" in " ".join(t.get_text() for t in left.texts)
+    assert [t.get_text() for t in right.texts] == ["40% div."]
+    np.testing.assert_array_equal(dead.lines[1].get_ydata(), [0.0, 100.0])
+    plt.close(fig)
+
+    function = FUNCTIONS["himmelblau"]
+    starts = np.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]])
+    fig = plot_basins(function, starts, {"sgd": np.array([0, -1, -2])}, steps=7)
+    title = fig.get_suptitle()
+    assert "which global minimiser each start reached after 7 steps" in title
+    assert "each dot is a start" in title
+    plt.close(fig)
+
+
+def test_single_run_legend_gives_the_final_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One start that does not reach the target: the legend gives its final gap, not "ok";
+    one that does: the step it did."""
+    import matplotlib.pyplot as plt
+
+    from torchopt_bench.tasks import function as function_module
+
+    seen: list[str] = []
+    original = function_module.plot_trajectories
+
+    def spy(function, trajectories, **kwargs):
+        seen.extend(trajectories)
+        return original(function, trajectories, **kwargs)
+
+    monkeypatch.setattr(function_module, "plot_trajectories", spy)
+    task = FunctionTask("sphere", start=[1.0, 1.0])
+    run(task, factory("sgd", lr=0.1), 3, tmp_path / "short")
+    # f after 3 steps: 2 * 0.8^6 = 0.5243
+    task = FunctionTask("sphere", start=[1.0, 1.0])
+    run(task, factory("sgd", lr=0.25), 30, tmp_path / "long")
+    # x_t = 0.5^t: f = 2 * 0.25^t < 1e-6 first at t = 11 (1.9e-7; t = 10: 1.9e-6)
+    plt.close("all")
+    assert seen[0] == "opt (lr 0.1), 3 steps: final gap 0.52, target not reached"
+    assert seen[1].startswith("opt (lr 0.25), 30 steps: target at step 11, final gap ")

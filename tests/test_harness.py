@@ -80,7 +80,8 @@ def test_invalid_hyperparameter_fails_with_a_clear_message(cli):
     assert "Traceback" not in result.stderr
     summary = result.summary
     assert summary["status"] == "failed"
-    assert summary["error"] == "ValueError: Invalid learning rate: -1.0"
+    assert summary["error"].startswith("ValueError: Invalid learning rate: -1.0 ")
+    assert "optimizer.KEY=VALUE" in summary["error"]
 
 
 def test_tensorboard_events_hold_scalars_figure_and_hparams(cli):

@@ -314,6 +314,21 @@ def test_cli_resume_of_a_run_continues_it_exactly(cli, tmp_path: Path) -> None:
         assert second.summary[key] == whole.summary[key]
     assert json.loads((tmp_path / "part" / "summary.json").read_text())["status"] == "ok"
 
+    # A resume the checkpoint refuses leaves the finished run's result as it was.
+    kept = (tmp_path / "part" / "summary.json").read_text()
+    refused = cli(
+        *common[:-2],
+        "optimizer=adam",
+        "trainer.epochs=4",
+        "trainer.resume=true",
+        run_dir=tmp_path / "part",
+    )
+    assert refused.returncode == 1
+    assert "belongs to another run" in refused.stderr
+    assert (tmp_path / "part" / "summary.json").read_text() == kept
+    failed = json.loads((tmp_path / "part" / "summary.failed.json").read_text())
+    assert failed["status"] == "failed" and "belongs to another run" in failed["error"]
+
 
 @needs_sample
 def test_cli_downloads_the_file_when_asked(cli, tmp_path: Path, served_sample) -> None:

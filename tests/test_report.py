@@ -16,7 +16,17 @@ import yaml
 from conftest import REPO
 from scipy import stats
 
-from torchopt_bench.report import build_report, main, performance_profile
+import torchopt_bench.report as report_module
+from torchopt_bench.report import (
+    MAX_STEM,
+    build_report,
+    choose_learning_rates,
+    collect_jobs,
+    label_jobs,
+    main,
+    performance_profile,
+    plot_lr_sensitivity,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -109,12 +119,18 @@ def test_best_rate_and_counts_match_the_raw_summaries(real_sweep):
     report = (real_sweep / "report" / "report.md").read_text()
     assert "## rosenbrock" in report
     assert "ValueError: Invalid learning rate: -1.0" in report
-    for name in (
+    figures = [
         "curves_rosenbrock.png",
         "lr_sensitivity_rosenbrock.png",
         "trajectories_rosenbrock.png",
-        "performance_profile.png",
-    ):
+    ]
+    # The profile is drawn only if some run reached its target (else it is 0 everywhere).
+    if any(s.get("steps_to_target") is not None for s in summaries):
+        figures.append("performance_profile.png")
+    else:
+        assert "No optimizer reached the target on any task" in report
+        assert not (real_sweep / "report" / "performance_profile.png").exists()
+    for name in figures:
         assert f"]({name})" in report
         assert (real_sweep / "report" / name).read_bytes()[:8] == PNG_MAGIC, name
 
@@ -342,3 +358,165 @@ def test_command_line_reports_an_empty_folder_as_an_error(tmp_path, capsys):
         main([str(tmp_path)])
     assert exit_info.value.code == 1
     assert "no job" in capsys.readouterr().err
+
+
+def test_command_line_says_a_missing_folder_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "no_such_sweep"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(missing)])
+    assert exit_info.value.code == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not missing.exists()  # the report folder is not made inside it either
+
+
+# -- a folder of many kinds of runs ----------------------------------------------------------
+
+
+def write_mixed_runs(root: Path) -> str:
+    """Higgs runs whose overrides differ in a long data path, in settings that some set and
+    others do not (download, epochs), plus a test-function run; returns the long path."""
+    long_path = "/work/shared/data/higgs/" + "/".join(["a_rather_long_folder_name"] * 10)
+    settings = [
+        [f"task.data.path={long_path}/sample.csv", "trainer.epochs=150", "device=cpu"],
+        [f"task.data.path={long_path}/other.csv", "task.data.download=false", "dtype=float32"],
+        ["task.data.download=true", "trainer.epochs=20"],
+    ]
+    for n, extra in enumerate(settings):
+        for lr in (0.01, 0.1):
+            summary = {
+                "optimizer": "adam",
+                "task": "higgs",
+                "status": "ok",
+                "seed": 0,
+                "val_auc": 0.8 + lr + 0.01 * n,
+            }
+            epoch = np.arange(1, 4)
+            history = pd.DataFrame(
+                {"step": 10 * epoch, "epoch": epoch, "train/loss": 1 / epoch, "val/auc": 0.8}
+            )
+            overrides = ["optimizer=adam", f"optimizer.lr={lr}", "task=higgs", *extra]
+            write_job(root, f"mixed/{n}/{lr}", summary, overrides, history)
+    return long_path
+
+
+def test_figure_names_stay_short_and_labels_never_say_nan(tmp_path):
+    long_path = write_mixed_runs(tmp_path)
+    report = build_report(tmp_path).read_text()
+    best = pd.read_csv(tmp_path / "report" / "best.csv")
+    assert len(best) == 3  # three settings of higgs, each its own task
+    for label in best["task"]:
+        assert "nan" not in label, label
+    # Absent settings are left out of the labels, present ones named in full.
+    assert f"task.data.path={long_path}/sample.csv" in " ".join(best["task"])
+    assert "higgs (task.data.download=True trainer.epochs=20)" in set(best["task"])
+    pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert len(pngs) == 2 * 3  # curves and sensitivity per task (no target reached)
+    for name in pngs:
+        assert len(Path(name).stem) <= len("lr_sensitivity_") + MAX_STEM, name
+        assert "nan" not in name
+        assert f"]({name})" in report
+    # Stable: the same sweep gives the same names.
+    again = tmp_path / "again"
+    build_report(tmp_path, out_dir=again)
+    assert sorted(p.name for p in again.glob("*.png")) == pngs
+
+
+def test_a_figure_that_fails_is_logged_and_the_report_still_written(tmp_path, monkeypatch, caplog):
+    for seed in range(2):
+        write_network_job(tmp_path, str(seed), "adam", 0.01, seed, 0.9)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing went wrong")
+
+    monkeypatch.setattr(report_module, "plot_lr_sensitivity", broken)
+    report = build_report(tmp_path).read_text()
+    assert "`lr_sensitivity_higgs.png` could not be drawn: RuntimeError: drawing went wrong" in (
+        report
+    )
+    assert "](curves_higgs.png)" in report
+    assert (tmp_path / "report" / "curves_higgs.png").read_bytes()[:8] == PNG_MAGIC
+    assert "drawing went wrong" in caplog.text
+
+
+# -- the rate of each job, and repeats ----------------------------------------------------------
+
+
+def write_experiment_job(root: Path, job: str, lr: float | None, status: str = "failed") -> None:
+    """A job whose rate came from a table (``optimizer.lr: ${lr_table...}`` in the saved
+    config, no lr override) that failed before training, so its summary has no ``lr``;
+    the resolved rate is in ``summary["config"]`` (None: no summary config either)."""
+    summary = {
+        "optimizer": "sgd",
+        "task": "higgs",
+        "status": status,
+        "seed": 0,
+        "error": "DataNotFoundError: no file",
+        "config": {"optimizer": {"lr": lr}} if lr is not None else None,
+    }
+    write_job(root, job, summary, ["experiment=higgs", "optimizer=sgd", "seed=0"])
+    config = {"optimizer": {"lr": "${lr_table.${hydra:runtime.choices.optimizer}}"}}
+    (root / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_jobs_at_different_rates_are_never_taken_as_repeats(tmp_path, caplog):
+    # Two sgd jobs, seed 0, at lr 0.1 and 0.001 that only the resolved config in the
+    # summary records: each has its own rate, neither repeats the other.
+    write_experiment_job(tmp_path, "div", 0.1)
+    write_experiment_job(tmp_path, "multirun/0", 0.001)
+    jobs = collect_jobs(tmp_path).set_index("job")
+    assert jobs.loc["div", "lr"] == 0.1
+    assert jobs.loc["multirun/0", "lr"] == 0.001
+    build_report(tmp_path)
+    row = chosen(tmp_path, "sgd")
+    assert (row["runs"], row["failed"], row["lrs_tried"]) == (2, 2, 2)
+    assert "repeat" not in caplog.text
+
+
+def test_jobs_whose_rate_is_unknown_are_all_counted(tmp_path, caplog):
+    # No file holds the rate of these two (NaN): NaN must not make them equal.
+    write_experiment_job(tmp_path, "a", None)
+    write_experiment_job(tmp_path, "b", None)
+    write_network_job(tmp_path, "c", "sgd", 0.1, 0, 0.9)
+    build_report(tmp_path)
+    row = chosen(tmp_path, "sgd")
+    assert (row["runs"], row["failed"], row["lr"]) == (3, 2, 0.1)
+    assert "repeat" not in caplog.text
+    # A real repeat (same rate and seed) is still counted once, and named.
+    write_network_job(tmp_path, "d", "sgd", 0.1, 0, 0.9)
+    build_report(tmp_path)
+    assert chosen(tmp_path, "sgd")["runs"] == 3
+    assert "d (same as c: sgd, lr 0.1, seed 0)" in caplog.text
+
+
+# -- one rate, and targets nobody reached ------------------------------------------------------
+
+
+def test_a_single_rate_is_called_the_only_rate_run(tmp_path):
+    write_network_job(tmp_path, "0", "sgd", 0.3, 0, 0.85)
+    write_network_job(tmp_path, "1", "adam", 1e-4, 0, 0.88)
+    report = build_report(tmp_path).read_text()
+    assert "| optimizer | lr (the only rate run) |" in report
+    assert "chosen lr" not in report
+    jobs = label_jobs(collect_jobs(tmp_path), [])
+    best = choose_learning_rates(jobs)
+    fig = plot_lr_sensitivity(jobs, best, "higgs", report_module.NETWORK_OBJECTIVE)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "the only rate run (nothing to choose from)" in legend
+    assert not any("best on validation" in t for t in legend)
+
+
+def test_no_profile_figure_when_no_optimizer_reached_the_target(tmp_path):
+    for n, (name, lr) in enumerate((("sgd", 0.1), ("adam", 0.01))):
+        summary = {
+            "optimizer": name,
+            "task": "rosenbrock",
+            "status": "ok",
+            "seed": 0,
+            "final_gap": 0.5,
+            "steps_to_target": None,
+        }
+        write_job(tmp_path, str(n), summary, [f"optimizer={name}", f"optimizer.lr={lr}"])
+    report = build_report(tmp_path).read_text()
+    assert "No optimizer reached the target on any task" in report
+    assert not (tmp_path / "report" / "performance_profile.png").exists()
+    assert "| sgd | never |" in report and "| adam | never |" in report

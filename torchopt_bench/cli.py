@@ -25,6 +25,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -100,6 +101,43 @@ def _completed_summary(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] 
         )
         return None
     return previous
+
+
+def _error_text(err: BaseException) -> str:
+    """One line for a failed run: the error itself, not Hydra's wrapper around it.
+
+    Hydra reports an exception raised while building a config node (a task's or an
+    optimizer's constructor refusing a setting) as an ``InstantiationException`` whose text
+    repeats the target and the config; the original error is its cause.
+    """
+    where = ""
+    if isinstance(err, InstantiationException) and err.__cause__ is not None:
+        key = getattr(err, "full_key", None)
+        where = f" (while building {key}; set its keys as {key}.KEY=VALUE)" if key else ""
+        err = err.__cause__
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def _summary_name(run_dir: Path, summary: dict[str, Any]) -> str:
+    """``summary.json``, unless this run failed in a directory whose ``summary.json``
+    holds a finished result (``ok`` or ``diverged``, e.g. a refused ``trainer.resume``):
+    that result is kept and the failure goes to ``summary.failed.json``."""
+    path = run_dir / "summary.json"
+    if summary["status"] != "failed" or not path.is_file():
+        return path.name
+    try:
+        previous = json.loads(path.read_text()).get("status")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return path.name
+    if previous not in {"ok", "diverged"}:
+        return path.name
+    log.warning(
+        "Kept the earlier result in %s (status %s); this failed attempt is recorded in "
+        "summary.failed.json",
+        path,
+        previous,
+    )
+    return "summary.failed.json"
 
 
 def objective_value(
@@ -206,7 +244,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary.update(trainer.fit(task, factory, recorder))
             summary.update(task.finish(run_dir, recorder, summary))
         except Exception as err:  # recorded, then re-raised for a single run
-            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+            summary.update(status="failed", error=_error_text(err))
             summary["traceback"] = traceback.format_exc()
             log.error("Run failed: %s", summary["error"])
         finally:
@@ -221,7 +259,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 hp.update(task.hparams())
             recorder.log_hparams(hp, {k: v for k, v in summary.items() if k != "seed"})
             summary["config"] = config
-            summary_path = recorder.write_summary(summary)
+            summary_path = recorder.write_summary(summary, _summary_name(run_dir, summary))
             log.info("Wrote %s", describe_file(summary_path))
 
     log.info(

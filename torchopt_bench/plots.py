@@ -227,15 +227,31 @@ def plot_gap_curves(
     title: str = "f - f* per step",
 ) -> Figure:
     """``f - f*`` against the step on a log scale, one line per label; ``median`` is the
-    line and, when given, ``low`` and ``high`` a shaded band (the quartiles over starts).
-    Gaps at or below 0 (f* reached to rounding) are drawn at 1e-16."""
+    line and, when given, ``low`` and ``high`` a shaded band (the quartiles over the starts
+    still alive). Gaps at or below 0 (f* reached to rounding) are drawn at 1e-16.
+
+    A curve may also give ``diverged``, the fraction of its starts diverged by each step:
+    when any is above 0 it is drawn as a thin dotted line on a secondary axis (0-100 %) on
+    the right, since the median and band are over the survivors only and drop when the
+    worst starts diverge."""
     floor = 1e-16
     fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    banded = any("low" in curve and "high" in curve for curve in curves.values())
+    dying = any(
+        "diverged" in curve and np.nanmax(np.asarray(curve["diverged"], float), initial=0) > 0
+        for curve in curves.values()
+    )
+    side = ax.twinx() if dying else None
     for i, (label, curve) in enumerate(curves.items()):
         median = _positive(curve["median"], floor)
         steps = np.arange(len(median))
         color = colors[i % len(colors)]
+        if side is not None and "diverged" in curve:
+            fraction = np.asarray(curve["diverged"], dtype=float)
+            final = fraction[-1] if len(fraction) else 0.0
+            label = f"{label}  [{final:.0%} diverged]"
+            side.plot(np.arange(len(fraction)), 100.0 * fraction, color=color, lw=0.9, ls=":")
         ax.plot(steps, median, color=color, lw=1.6, label=label)
         if "low" in curve and "high" in curve:
             ax.fill_between(
@@ -256,9 +272,20 @@ def plot_gap_curves(
     if first:
         ax.set_ylim(top=min(max(first) * 100.0, 1e300))
     ax.set_xlabel("step")
-    ax.set_ylabel("f(x) - f*   (log scale)")
+    if banded:
+        ax.set_ylabel(
+            "f(x) - f*  (log scale)\nline: median over the starts still alive,\n"
+            "band: their quartiles",
+            fontsize=9,
+        )
+    else:
+        ax.set_ylabel("f(x) - f*   (log scale)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
+    if side is not None:
+        side.set_ylim(0, 100)
+        side.set_ylabel("starts diverged so far, % (dotted lines)", fontsize=9)
+        ax.plot([], [], color="0.3", lw=0.9, ls=":", label="diverged starts, % (right axis)")
     ax.legend(fontsize=8, loc="best", framealpha=0.85)
     return fig
 
@@ -312,9 +339,10 @@ def plot_basins(
     grid: bool = False,
     steps: int | None = None,
 ) -> Figure:
-    """Where each start ended: one panel per label, each start coloured by the global
-    minimiser it reached (outcome >= 0, the index in ``function.minimizers``), light grey
-    if it did not reach one (outcome -1), black if it diverged (-2).
+    """Which global minimiser each start reached: one panel per label, each start drawn at
+    its starting position, coloured by the global minimiser it reached (outcome >= 0, the
+    index in ``function.minimizers``), light grey if it did not reach one (outcome -1),
+    black if it diverged (-2).
 
     ``starts`` has one row per start, the first being the run's reference start (drawn as
     a ringed dot); with ``grid`` the other rows form a regular grid and are drawn as
@@ -382,7 +410,11 @@ def plot_basins(
         Line2D([], [], marker="o", ls="", color="w", mec="red", mew=2, ms=8, label="task.start")
     )
     after = f" after {steps:,} steps" if steps is not None else ""
-    fig.suptitle(f"{function.name}: where each start ended{after}", fontsize=11)
+    cell = "each cell is a start" if grid else "each dot is a start, at its starting point"
+    fig.suptitle(
+        f"{function.name}: which global minimiser each start reached{after}\n({cell})",
+        fontsize=11,
+    )
     fig.legend(
         handles=handles,
         loc="outside lower center",
@@ -398,46 +430,99 @@ def plot_lr_sensitivity(
     title: str = "sensitivity to the learning rate",
     target: float | None = None,
 ) -> Figure:
-    """Two panels against the learning rate (log scale), one line per optimizer:
-    steps to the target (median over starts; rates whose median start never reaches it
-    are drawn as open triangles along the top) and the final gap f - f* (median over the
-    starts that did not diverge; rates at which every start diverged as crosses along the
-    top). ``stats`` is a table with ``optimizer``, ``lr``, ``steps_to_target_median``,
+    """Three panels against the learning rate (log scale), one line and one marker shape
+    per optimizer: steps to the target (median over every start; rates whose median start
+    never reaches it are drawn as open markers along the top, each optimizer's a little
+    apart so that none hides another), the final gap f - f* (median over the starts that
+    did not diverge, labelled with the diverged fraction where some did; rates at which
+    every start diverged as crosses along the top) and the fraction of starts diverged.
+    ``stats`` is a table with ``optimizer``, ``lr``, ``steps_to_target_median``,
     ``final_gap_median`` and ``diverged_fraction`` columns."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    fig, (left, right, dead_ax) = plt.subplots(
+        1, 3, figsize=(14, 4.6), layout="constrained", width_ratios=[1.0, 1.0, 0.7]
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    steps_top = np.nanmax(stats["steps_to_target_median"].to_numpy(dtype=float), initial=1.0)
+    markers = ["o", "s", "D", "^", "v", "P", "*", "h"]
+    all_steps = stats["steps_to_target_median"].to_numpy(dtype=float)
+    anyone = bool(np.isfinite(all_steps).any())
+    steps_top = np.nanmax(all_steps, initial=1.0)
     gap_values = stats["final_gap_median"].to_numpy(dtype=float)
     gap_top = np.nanmax(np.maximum(gap_values, 1e-16), initial=1.0)
-    for i, (name, rows) in enumerate(stats.groupby("optimizer", sort=False)):
+    groups = list(stats.groupby("optimizer", sort=False))
+    k = len(groups)
+    for i, (name, rows) in enumerate(groups):
         color = colors[i % len(colors)]
+        marker = markers[i % len(markers)]
+        # Markers along the top are shifted sideways per optimizer (on the log axis).
+        shift = 10.0 ** (0.04 * (i - (k - 1) / 2.0))
         rows = rows.sort_values("lr")
         lr = rows["lr"].to_numpy(dtype=float)
         steps = rows["steps_to_target_median"].to_numpy(dtype=float)
         gap = np.maximum(rows["final_gap_median"].to_numpy(dtype=float), 1e-16)
-        dead = rows["diverged_fraction"].to_numpy(dtype=float) >= 1.0
-        left.plot(lr, steps, "o-", color=color, label=name, ms=4)
+        fraction = rows["diverged_fraction"].to_numpy(dtype=float)
+        dead = fraction >= 1.0
+        left.plot(lr, steps, "-", marker=marker, color=color, label=name, ms=5)
         missing = np.isnan(steps)
+        top = steps_top * 2.0 if anyone else 1.0
         left.plot(
-            lr[missing],
-            np.full(missing.sum(), steps_top * 2.0),
-            "^",
+            lr[missing] * shift,
+            np.full(missing.sum(), top),
+            marker,
             color=color,
             mfc="none",
-            ms=7,
+            mew=1.5,
+            ms=8,
         )
-        right.plot(lr, np.where(dead, np.nan, gap), "o-", color=color, label=name, ms=4)
-        right.plot(lr[dead], np.full(dead.sum(), gap_top * 10.0), "x", color=color, ms=8, mew=2)
-    for ax in (left, right):
+        right.plot(lr, np.where(dead, np.nan, gap), "-", marker=marker, color=color, ms=5)
+        for x, y, f in zip(lr, gap, fraction):
+            if 0.0 < f < 1.0:
+                right.annotate(
+                    f"{f:.0%} div.",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(4, 4 + 9 * i),
+                    fontsize=7,
+                    color=color,
+                )
+        right.plot(
+            lr[dead] * shift, np.full(dead.sum(), gap_top * 10.0), "x", color=color, ms=8, mew=2
+        )
+        dead_ax.plot(lr, 100.0 * fraction, "-", marker=marker, color=color, label=name, ms=5)
+    for ax in (left, right, dead_ax):
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.set_xlabel("learning rate (log scale)")
         ax.grid(alpha=0.3, which="both")
+    right.set_yscale("log")
     target_text = f" < {target:g}" if target is not None else ""
-    left.set_ylabel(f"steps to f - f*{target_text} (median)")
-    left.set_title("steps to the target\n(open triangle at the top: not reached)", fontsize=9)
-    right.set_ylabel("final f - f* (median over starts; 0 drawn at 1e-16)")
-    right.set_title("final gap\n(cross at the top: every start diverged)", fontsize=9)
+    if anyone:
+        left.set_yscale("log")
+        left.set_ylabel(f"steps to f - f*{target_text} (median over starts)")
+        left.set_title(
+            "steps to the target\n(open marker at the top: the median start never reached it)",
+            fontsize=9,
+        )
+    else:
+        left.set_yticks([])
+        left.set_ylim(0.0, 2.0)
+        left.set_ylabel(f"steps to f - f*{target_text}")
+        left.text(
+            0.5,
+            0.3,
+            f"the median start never reached f - f*{target_text}\nat any rate, for any optimizer",
+            transform=left.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+        )
+        left.set_title("steps to the target\n(open markers: not reached)", fontsize=9)
+    right.set_ylabel("final f - f* (median over the surviving starts;\n0 drawn at 1e-16)")
+    right.set_title(
+        "final gap (label: fraction of starts diverged)\n(cross at the top: every start diverged)",
+        fontsize=9,
+    )
+    dead_ax.set_ylim(-3, 103)
+    dead_ax.set_ylabel("starts diverged, %")
+    dead_ax.set_title("divergence", fontsize=9)
     left.legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=11)
     return fig

@@ -41,13 +41,16 @@ task is its name plus any other override that varies (``rosenbrock (trainer.step
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -197,13 +200,44 @@ def _read_overrides(path: Path) -> dict[str, Any]:
     return overrides
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number (not a bool, nor text such as an
+    unresolved ``${...}`` interpolation), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _config_lr(job_dir: Path) -> float | None:
+    """``optimizer.lr`` of the job's saved ``.hydra/config.yaml``; None where it is absent
+    or not a number (an interpolation such as ``${lr_table...}``, which Hydra saves
+    unresolved)."""
     path = job_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         return None
     config = yaml.safe_load(path.read_text()) or {}
-    lr = (config.get("optimizer") or {}).get("lr")
-    return float(lr) if isinstance(lr, int | float) and not isinstance(lr, bool) else None
+    return _number((config.get("optimizer") or {}).get("lr"))
+
+
+def _job_lr(overrides: Mapping[str, Any], job_dir: Path, summary: Mapping[str, Any]) -> float:
+    """The rate a job was run at (its initial ``optimizer.lr``), from the first of: the
+    override; the resolved config the summary holds (``summary["config"]``, where an
+    interpolated rate has its value); the saved ``.hydra/config.yaml``; the summary's
+    ``lr`` (the rate at the end of training, the same unless a schedule changed it).
+    NaN where none holds a number."""
+    config = summary.get("config")
+    resolved = (config.get("optimizer") or {}).get("lr") if isinstance(config, dict) else None
+    candidates = (
+        lambda: overrides.get("optimizer.lr"),
+        lambda: resolved,
+        lambda: _config_lr(job_dir),
+        lambda: summary.get("lr"),
+    )
+    for candidate in candidates:
+        lr = _number(candidate())
+        if lr is not None:
+            return lr
+    return math.nan
 
 
 def _cell(value: Any) -> Any:
@@ -215,17 +249,26 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _check_sweep_dir(sweep_dir: Path) -> None:
+    if not sweep_dir.exists():
+        raise ValueError(
+            f"sweep_dir={str(sweep_dir)!r} does not exist; pass the folder a sweep wrote "
+            "(its hydra.sweep.dir, e.g. multirun/DATE/TIME or runs/NAME)"
+        )
+    if not sweep_dir.is_dir():
+        raise ValueError(f"sweep_dir={str(sweep_dir)!r} is a file, not a directory")
+
+
 def collect_jobs(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per job of the sweep: identity columns, every override, every summary field.
 
     A job is a folder with ``.hydra/overrides.yaml``; one without ``summary.json`` (still
-    running, or killed) has status ``missing``. ``lr`` is the job's ``optimizer.lr``: the
-    override, else the resolved config's, else the summary's. The summary's own ``lr``
-    (the optimizer's rate at the end) is the column ``final_lr``.
+    running, or killed) has status ``missing``. ``lr`` is the job's initial
+    ``optimizer.lr`` (see :func:`_job_lr`; NaN where no file holds it). The summary's own
+    ``lr`` (the optimizer's rate at the end) is the column ``final_lr``.
     """
     sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise ValueError(f"sweep_dir={str(sweep_dir)!r} is not a directory")
+    _check_sweep_dir(sweep_dir)
     report_dir = sweep_dir / "report"
     rows = []
     for overrides_path in sorted(sweep_dir.rglob(".hydra/overrides.yaml"), key=_natural_key):
@@ -235,14 +278,11 @@ def collect_jobs(sweep_dir: str | Path) -> pd.DataFrame:
         overrides = _read_overrides(overrides_path)
         summary_path = job_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        lr = overrides.get("optimizer.lr", _config_lr(job_dir))
-        if lr is None:
-            lr = summary.get("lr")
         row: dict[str, Any] = {
             "job": job_dir.relative_to(sweep_dir).as_posix(),
             "task": summary.get("task", overrides.get("task")),
             "optimizer": summary.get("optimizer", overrides.get("optimizer")),
-            "lr": float(lr) if lr is not None else math.nan,
+            "lr": _job_lr(overrides, job_dir, summary),
             "seed": summary.get("seed", overrides.get("seed", 0)),
             "status": summary.get("status", "missing"),
         }
@@ -295,17 +335,35 @@ def label_jobs(jobs: pd.DataFrame, override_keys: Sequence[str]) -> pd.DataFrame
         keys = _varying(rows, task_keys)
         if keys:
             jobs.loc[rows.index, "task_label"] = rows.apply(
-                lambda r, keys=keys: f"{r['task']} ({' '.join(f'{k}={r[k]}' for k in keys)})",
-                axis=1,
+                lambda r, keys=keys: _label(r["task"], r, keys), axis=1
             )
     for _, rows in jobs.groupby(["task_label", "optimizer"], dropna=False):
         keys = _varying(rows, optimizer_keys)
         if keys:
             jobs.loc[rows.index, "variant"] = rows.apply(
-                lambda r, keys=keys: f"{r['optimizer']} ({' '.join(f'{k}={r[k]}' for k in keys)})",
-                axis=1,
+                lambda r, keys=keys: _label(r["optimizer"], r, keys), axis=1
             )
     return jobs
+
+
+def _label(name: Any, row: pd.Series, keys: Sequence[str]) -> str:
+    """``name (k1=v1 k2=v2)`` over the settings ``row`` has; one the job did not set (NaN:
+    absent from its overrides, so the config's default) is left out, which still tells
+    the groups apart: the settings a job does set, with their values, name it."""
+    settings = [f"{k}={_setting_text(row[k])}" for k in keys if not _absent(row[k])]
+    return f"{name} ({' '.join(settings)})" if settings else str(name)
+
+
+def _setting_text(value: Any) -> str:
+    """An override's value as text; a whole number that pandas made a float (a column
+    with absent values is a float column) without its ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def objective_for(rows: pd.DataFrame) -> Objective:
@@ -375,23 +433,38 @@ def bootstrap_ci(
 def _scores(rows: pd.DataFrame, objective: Objective) -> pd.Series:
     """Each run's score, lower is better: the metric (negated when maximising); a
     diverged run, or one without the metric, scores +inf."""
-    metric = pd.to_numeric(rows.get(objective.metric), errors="coerce")
+    metric = (
+        pd.to_numeric(rows[objective.metric], errors="coerce")
+        if objective.metric in rows
+        else pd.Series(math.nan, index=rows.index)
+    )
     score = -metric if objective.maximize else metric
     usable = (rows["status"] == "ok") & np.isfinite(score)
     return score.where(usable, math.inf)
 
 
 def _deduplicate(rows: pd.DataFrame) -> pd.DataFrame:
-    """One run per (task, optimizer, lr, seed), an ``ok`` one where there is a choice."""
+    """One run per (task, optimizer, lr, seed), an ``ok`` one where there is a choice.
+
+    A job whose rate is unknown (NaN ``lr``) is never the repeat of another: pandas
+    compares NaN equal to NaN in ``duplicated``, which would merge two jobs run at
+    different (unrecorded) rates. Such jobs are all kept."""
     keys = ["task_label", "variant", "lr", "seed"]
     ranked = rows.assign(_rank=(rows["status"] != "ok").astype(int))
     ranked = ranked.sort_values(["_rank", "job"], kind="stable")
-    dupes = ranked.duplicated(keys)
+    dupes = ranked.duplicated(keys) & ranked["lr"].notna()
     if dupes.any():
+        kept: dict[tuple[Any, ...], str] = {}
+        for _, r in ranked[~dupes].iterrows():
+            kept.setdefault(tuple(r[k] for k in keys), r["job"])
         log.warning(
             "%d job(s) repeat a (task, optimizer, lr, seed) of another; counted once: %s",
             int(dupes.sum()),
-            ", ".join(ranked.loc[dupes, "job"]),
+            ", ".join(
+                f"{r['job']} (same as {kept[tuple(r[k] for k in keys)]}: {r['variant']}, "
+                f"lr {_lr_text(r['lr'])}, seed {r['seed']})"
+                for _, r in ranked[dupes].iterrows()
+            ),
         )
     return ranked[~dupes].drop(columns="_rank").sort_index()
 
@@ -550,8 +623,29 @@ def _profile_costs(
 # -- figures -------------------------------------------------------------------------------
 
 
+#: The longest file-name stem of a figure or rerun folder (file systems allow 255 bytes).
+MAX_STEM = 60
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "task"
+
+
+def _stem(text: str, name: str | None = None) -> str:
+    """A short, stable file-name stem for ``text`` (a task label, which names every setting
+    that varies): its slug when that is at most :data:`MAX_STEM` characters, else the slug
+    of ``name`` (the task's own name) cut short, then the first 10 hex digits of the SHA-1
+    of ``text``. The full ``text`` goes in the figure's title and report.md."""
+    slug = _slug(text)
+    if len(slug) <= MAX_STEM:
+        return slug
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{_slug(name or text)[: MAX_STEM - 11]}_{digest}"
+
+
+def _title(text: str, width: int = 90) -> str:
+    """``text`` broken into lines of at most ``width`` characters for a figure title."""
+    return textwrap.fill(text, width, break_on_hyphens=False)
 
 
 def _has_positive_data(ax: Any) -> bool:
@@ -624,7 +718,7 @@ def plot_curves(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(
-        f"{task}: each optimizer at its chosen learning rate\n"
+        f"{_title(task)}: each optimizer at its chosen learning rate\n"
         "line: mean over seeds; band: lowest to highest seed",
         fontsize=11,
     )
@@ -668,7 +762,14 @@ def plot_lr_sensitivity(
         if len(chosen) and pd.notna(chosen.iloc[0]) and chosen.iloc[0] in means.index:
             lr = chosen.iloc[0]
             ax.plot([lr], [means[lr]], "*", color=color, ms=16, mec="k", zorder=5)
-    ax.plot([], [], "*", color="0.6", mec="k", ms=12, label="chosen rate (best on validation)")
+    tried = rows[rows["lr"].notna()].groupby("variant")["lr"].nunique()
+    if len(tried) and (tried == 1).all():
+        star = "the only rate run (nothing to choose from)"
+    elif len(tried) and (tried == 1).any():
+        star = "chosen rate (best on validation; an optimizer with one point: the only rate run)"
+    else:
+        star = "chosen rate (best on validation)"
+    ax.plot([], [], "*", color="0.6", mec="k", ms=12, label=star)
     if any_diverged:
         ax.plot([], [], "x", color="0.3", ms=8, mew=2, label="diverged (every seed)")
     ax.set_xscale("log")
@@ -692,7 +793,7 @@ def plot_lr_sensitivity(
     scale = ", log scale" if objective.log_scale else ""
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(f"{objective.label} (mean over seeds{scale}; {better} is better)")
-    ax.set_title(f"{task}: sensitivity to the learning rate")
+    ax.set_title(f"{_title(task)}: sensitivity to the learning rate", fontsize=11)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return fig
@@ -751,7 +852,7 @@ def plot_task_trajectories(
     return plot_trajectories(
         function,
         paths,
-        title=f"{task}{where}\npaths at the chosen learning rates: start (o), end (X)",
+        title=f"{_title(task + where)}\npaths at the chosen learning rates: start (o), end (X)",
     )
 
 
@@ -781,7 +882,7 @@ def _rerun_command(sweep_dir: Path, jobs: pd.DataFrame, row: pd.Series, seeds: i
     kept = [
         o for o in overrides if not str(o).lstrip("+").startswith(("seed=", "hydra.", "hydra/"))
     ]
-    target = sweep_dir / "seeds" / _slug(f"{row['task']}_{row['optimizer']}")
+    target = sweep_dir / "seeds" / _stem(f"{row['task']}_{row['optimizer']}")
     words = [
         "python -m torchopt_bench -m",
         *map(shlex.quote, kept),
@@ -795,6 +896,25 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
+
+
+def _save_figure(path: Path, draw: Callable[[], Figure | None]) -> list[str]:
+    """Draw a figure (``draw()`` returns it, or None for none) and save it to ``path``;
+    the report.md lines that show it. A failure is logged and told in report.md instead,
+    so that one figure cannot stop the report."""
+    try:
+        fig = draw()
+        if fig is None:
+            return []
+        try:
+            fig.savefig(path, dpi=110)
+        finally:
+            plt.close(fig)
+    except Exception as err:  # one broken figure must not lose the rest of the report
+        log.exception("Could not draw %s", path)
+        return [f"Figure `{path.name}` could not be drawn: {type(err).__name__}: {err}", ""]
+    log.info("Wrote %s (%d bytes)", path, path.stat().st_size)
+    return [f"![{path.name}]({path.name})", ""]
 
 
 def build_report(
@@ -814,6 +934,7 @@ def build_report(
             ``0..rerun_seeds-1`` where some are missing.
     """
     sweep_dir = Path(sweep_dir)
+    _check_sweep_dir(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     jobs = collect_jobs(sweep_dir)
@@ -855,9 +976,10 @@ def build_report(
         chosen = best[best["task"] == task]
         better = "higher" if objective.maximize else "lower"
         lines += [f"## {task}", "", f"Chosen on: {objective.label} ({better} is better).", ""]
+        single = chosen["lrs_tried"] == 1
         header = [
             "optimizer",
-            "chosen lr",
+            "lr (the only rate run)" if single.all() else "chosen lr",
             "rates tried",
             "seeds",
             f"{objective.label} mean",
@@ -871,7 +993,10 @@ def build_report(
         for _, row in order.iterrows():
             cells = [
                 row["optimizer"],
-                "-" if pd.isna(row["lr"]) else _lr_text(row["lr"]),
+                "-"
+                if pd.isna(row["lr"])
+                else _lr_text(row["lr"])
+                + (" (the only rate run)" if row["lrs_tried"] == 1 and not single.all() else ""),
                 str(row["lrs_tried"]),
                 str(row["seeds"]),
                 _fmt(row["mean"], objective.maximize),
@@ -889,18 +1014,26 @@ def build_report(
         if (chosen["lr"].isna()).any():
             lines += ["`-`: every rate of that optimizer diverged or failed.", ""]
 
-        slug = _slug(task)
+        if single.all():
+            lines += [
+                "Each optimizer was run at one rate only: nothing was chosen; its rate is "
+                "the one it was given (e.g. from a table of tuned rates).",
+                "",
+            ]
+        stem = _stem(task, str(jobs.loc[jobs["task_label"] == task, "task"].iloc[0]))
         figures = [
-            (f"curves_{slug}.png", plot_curves(sweep_dir, jobs, best, task, objective)),
-            (f"lr_sensitivity_{slug}.png", plot_lr_sensitivity(jobs, best, task, objective)),
+            (f"curves_{stem}.png", partial(plot_curves, sweep_dir, jobs, best, task, objective)),
+            (
+                f"lr_sensitivity_{stem}.png",
+                partial(plot_lr_sensitivity, jobs, best, task, objective),
+            ),
+            (
+                f"trajectories_{stem}.png",
+                partial(plot_task_trajectories, sweep_dir, jobs, best, task),
+            ),
         ]
-        trajectories = plot_task_trajectories(sweep_dir, jobs, best, task)
-        if trajectories is not None:
-            figures.append((f"trajectories_{slug}.png", trajectories))
-        for name, fig in figures:
-            fig.savefig(out / name, dpi=110)
-            plt.close(fig)
-            lines += [f"![{name}]({name})", ""]
+        for name, draw in figures:
+            lines += _save_figure(out / name, draw)
 
         commands = [
             c
@@ -932,9 +1065,6 @@ def build_report(
         taus = np.logspace(0, math.log10(max(2 * ratio_max, 10.0)), 400)
         profile = performance_profile(costs, taus)
         profile.to_csv(out / "performance_profile.csv")
-        fig = plot_performance_profile(profile, len(costs))
-        fig.savefig(out / "performance_profile.png", dpi=110)
-        plt.close(fig)
         steps = costs.T.astype(object).where(np.isfinite(costs.T), "never")
         lines += [
             "## Performance profile",
@@ -952,7 +1082,18 @@ def build_report(
                 for name in steps.index
             ],
         )
-        lines += ["", "![performance_profile.png](performance_profile.png)", ""]
+        lines += [""]
+        if finite.size:
+            lines += _save_figure(
+                out / "performance_profile.png",
+                partial(plot_performance_profile, profile, len(costs)),
+            )
+        else:
+            lines += [
+                "No optimizer reached the target on any task: rho(tau) is 0 everywhere, "
+                "so no profile figure is drawn.",
+                "",
+            ]
 
     failed = jobs[jobs["status"].isin(["failed", "missing"])]
     if len(failed):

@@ -140,8 +140,8 @@ class RunRecorder:
         pd.DataFrame(self.history).to_csv(path, index=False)
         return path
 
-    def write_summary(self, summary: Mapping[str, Any]) -> Path:
-        path = self.run_dir / "summary.json"
+    def write_summary(self, summary: Mapping[str, Any], name: str = "summary.json") -> Path:
+        path = self.run_dir / name
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
         tmp.replace(path)

@@ -111,6 +111,17 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _build(factory: OptimizerFactory, params: Any) -> Optimizer:
+    """The optimizer over ``params``; a setting it refuses is reported with where to set it."""
+    try:
+        return factory(params)
+    except (ValueError, TypeError) as err:
+        raise type(err)(
+            f"{err} (an optimizer setting: give it as optimizer.KEY=VALUE; the defaults are "
+            "in conf/optimizer/)"
+        ) from err
+
+
 def _global_norm(tensors: list[Tensor]) -> float:
     if not tensors:
         return 0.0
@@ -177,14 +188,14 @@ class Trainer:
         caps = capabilities_of(factory)
         params = list(task.parameters())
         if not caps.matrix_only:
-            return [factory(params)]
+            return [_build(factory, params)]
         matrices, others = _split_matrices(params)
         if not matrices:
             raise ValueError(
                 "this optimizer updates matrices only and the task has no 2-D parameter; "
                 "choose another optimizer for this task"
             )
-        optimizers = [factory(matrices)]
+        optimizers = [_build(factory, matrices)]
         if others:
             if self.fallback_optimizer is None:
                 raise ValueError(
@@ -351,7 +362,8 @@ class Trainer:
             if not math.isfinite(step_loss):
                 status, reason = "diverged", f"non-finite training loss ({step_loss})"
             elif not task.params_finite():
-                status, reason = "diverged", "non-finite parameter"
+                explain = getattr(task, "divergence_reason", None)
+                status, reason = "diverged", explain() if explain else "non-finite parameter"
             row = {"step": step, "epoch": epoch, "train/loss": step_loss}
             row.update(task.evaluate(epoch))
             row["lr"] = self._lr(primary)

@@ -198,15 +198,32 @@ class DownloadError(OSError):
     """A download that failed or did not match its checksum; nothing was written."""
 
 
+def _resolved(path: Path) -> str:
+    resolved = path.resolve()
+    return "" if resolved == path else f" (resolved to {resolved})"
+
+
+def _sample_hint() -> str:
+    """Where the real sample lies: its absolute path when it is beside the checkout."""
+    from ..runtime import project_root  # imported here: the data layer needs no paths
+
+    sample = (project_root() / SAMPLE_PATH_HINT).resolve()
+    if sample.is_file():
+        return f"the real 9,998-event sample beside the repository, task.data.path={sample}"
+    return (
+        "a smaller file in the same layout, such as the real 9,998-event sample where it "
+        f"is kept beside the repository (task.data.path=<checkout>/{SAMPLE_PATH_HINT})"
+    )
+
+
 def _not_found_message(path: Path) -> str:
     return (
-        f"No Higgs challenge data file at {path} (resolved to {path.resolve()}). Get the data "
+        f"No Higgs challenge data file at {path}{_resolved(path)}. Get the data "
         "one of three ways: set task.data.download=true and the full file (818,238 events, "
         "65.6 MB gzipped) is fetched from the CERN Open Data portal and checked; or download "
         f"it yourself from {DEFAULT_URL} (record 328, DOI 10.7483/OPENDATA.ATLAS.ZBP2.M5T8) "
-        "and point task.data.path at it; or use the real 9,998-event sample kept beside the "
-        f"repository, task.data.path={SAMPLE_PATH_HINT} (fine for trying things out, not "
-        "for reported results)."
+        f"and point task.data.path at it; or use {_sample_hint()} (fine for trying things "
+        "out, not for reported results)."
     )
 
 
@@ -966,6 +983,15 @@ def load_higgs(
         raise HiggsDataError(
             f"{path}: the training split is empty ({len(table)} rows read); read more rows."
         )
+    for name, split_rows in (("training", rows.train), ("validation", rows.val)):
+        signal_in_split = int(table.label[split_rows].sum())
+        if signal_in_split in (0, len(split_rows)):
+            raise HiggsDataError(
+                f"{path}: the {name} split holds {len(split_rows)} events, "
+                f"{signal_in_split} of them signal: column Label needs both classes (s and b) in "
+                "every split, or the weighted AUC and the AMS are undefined. Use a file "
+                "with both classes, or more of its rows (task.data.max_events)."
+            )
 
     # Standardisation from the training split only; indicators for every column with
     # missing values among the rows read.

@@ -13,10 +13,13 @@ tensor and one optimizer per start instead.
 Per start the task keeps a few tensors (alive, first step under the target, step of
 divergence) and updates them on the device every step; full paths are kept for the first
 ``n_paths`` starts of each (optimizer, rate) only, so memory stays bounded. A start whose
-value or coordinates stop being finite is *diverged*: it is masked out of the loss (its
-gradient is 0 from then on) and the others go on. The run's status is ``diverged`` only
-when every start has diverged; otherwise it is ``ok`` and the summary counts the diverged
-starts (``diverged_fraction``).
+coordinates or value stop being finite, or whose value rises above the overflow ceiling
+(:func:`overflow_ceiling`), is *diverged*: it is masked out of the loss (its gradient is 0
+from then on) and the others go on. The run's status is ``diverged`` only when every start
+has diverged; otherwise it is ``ok`` and the summary counts the diverged starts
+(``diverged_fraction``). Every dtype torch computes in works, float16 and bfloat16
+included: the steps run in the run's dtype, the bookkeeping (distances to the minimisers,
+quantiles) in float64 on a float64 copy.
 """
 
 from __future__ import annotations
@@ -58,9 +61,23 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FunctionTask"]
 
-#: A start whose value exceeds this fraction of the dtype's largest number counts as
-#: diverged, so that the sum over up to 2**24 starts cannot overflow.
-OVERFLOW_FRACTION = 2.0**-24
+#: Why a start diverged, per start (0: it did not).
+_NONFINITE_POINT, _NONFINITE_VALUE, _ABOVE_CEILING = 1, 2, 3
+_REASONS = {
+    _NONFINITE_POINT: "non-finite parameter",
+    _NONFINITE_VALUE: "non-finite value",
+    _ABOVE_CEILING: "value above the overflow ceiling",
+}
+
+
+def overflow_ceiling(dtype: torch.dtype, n_rows: int) -> float:
+    """The largest ``|f|`` a start may have before it counts as diverged:
+    ``finfo(dtype).max / (4 n_rows)``, so that the loss (the sum of ``n_rows`` values)
+    stays at most a quarter of the dtype's range and cannot overflow. float64 with 10,000
+    starts: 4.5e303; float32: 8.5e33; float16 with one start: 16,376; bfloat16 with one
+    start: 8.5e37."""
+    return float(torch.finfo(dtype).max) / (4.0 * max(int(n_rows), 1))
+
 
 #: Outcome codes of a start in ``starts.csv`` and ``basins.png`` (>= 0: the index of the
 #: global minimiser it reached).
@@ -407,6 +424,7 @@ class FunctionTask(Task):
         self._alive = torch.ones(n, dtype=torch.bool, device=dev)
         self._first_hit = torch.full((n,), -1, dtype=torch.long, device=dev)
         self._diverged_at = torch.full((n,), -1, dtype=torch.long, device=dev)
+        self._why = torch.zeros(n, dtype=torch.int8, device=dev)
         self._masked = False
         self._epoch = 0
         self._observed = -1
@@ -417,8 +435,11 @@ class FunctionTask(Task):
         self._paths: list[Tensor] = []  # per step: (paths, dim)
         self._path_values: list[Tensor] = []  # per step: (paths,)
         self._quartiles: list[Tensor] = []  # per step: (blocks, 3), with several starts
-        self._minimizers = torch.tensor(self.function.minimizers, dtype=self.dtype, device=dev)
-        self._ceiling = torch.finfo(self.dtype).max * OVERFLOW_FRACTION
+        self._dead: list[Tensor] = []  # per step: (blocks,) fraction diverged so far
+        # Distances and quantiles are computed in float64 (cdist and nanquantile do not
+        # take float16 or bfloat16, and their rounding would blur the target test).
+        self._minimizers = torch.tensor(self.function.minimizers, dtype=torch.float64, device=dev)
+        self._ceiling = overflow_ceiling(self.dtype, n)
 
     def _choose_path_starts(self) -> list[int]:
         """The starts whose full paths are kept: the first (``start``), then the first
@@ -436,6 +457,7 @@ class FunctionTask(Task):
             return (self.x if len(self.tensors) == 1 else torch.cat(self.tensors)).detach()
 
     def _success(self, points: Tensor, values: Tensor) -> Tensor:
+        """Under the target, from float64 copies of ``points`` and ``values``."""
         under = values - self.function.minimum < self.target_gap
         if self.target_distance is not None:
             near = torch.cdist(points, self._minimizers).amin(-1) < self.target_distance
@@ -450,9 +472,19 @@ class FunctionTask(Task):
             return
         self._observed = epoch
         points = self._points()
-        values = self.function(points)
-        finite = torch.isfinite(points).all(-1) & (values.abs() <= self._ceiling)
+        values = self.function(points).to(torch.float64)
+        points = points.to(torch.float64)
+        finite_point = torch.isfinite(points).all(-1)
+        finite_value = torch.isfinite(values)
+        below = values.abs() <= self._ceiling
+        finite = finite_point & finite_value & below
         newly = self._alive & ~finite
+        why = torch.where(
+            ~finite_point,
+            _NONFINITE_POINT,
+            torch.where(~finite_value, _NONFINITE_VALUE, _ABOVE_CEILING),
+        ).to(torch.int8)
+        self._why = torch.where(newly, why, self._why)
         self._diverged_at = torch.where(newly, epoch, self._diverged_at)
         self._alive = self._alive & finite
         under = self._alive & self._success(points, values)
@@ -467,6 +499,8 @@ class FunctionTask(Task):
             per_block = masked.view(len(self.blocks), self.n_starts)
             quartiles = torch.nanquantile(per_block, quartile_q, dim=1).T
             self._quartiles.append(quartiles)
+            dead = (~self._alive).view(len(self.blocks), self.n_starts)
+            self._dead.append(dead.to(torch.float64).mean(1))
 
         if self.n_rows == 1:
             stats = torch.cat([values, points[0], self._alive.to(values.dtype)])
@@ -519,6 +553,21 @@ class FunctionTask(Task):
         self._observe(self._epoch)
         return self._stats[-1] > 0
 
+    def divergence_reason(self) -> str:
+        """What made the starts diverge, for the run's ``diverged_reason``: e.g. ``value
+        above the overflow ceiling 1.6e+04 (1 start)`` or, with several kinds, each with
+        its count."""
+        self._observe(self._epoch)
+        counts = torch.bincount(self._why.long(), minlength=len(_REASONS) + 1).tolist()
+        parts = []
+        for code, text in _REASONS.items():
+            if counts[code]:
+                if code == _ABOVE_CEILING:
+                    text = f"{text} {self._ceiling:.3g}"
+                plural = "s" if counts[code] > 1 else ""
+                parts.append(f"{text} ({counts[code]:,} start{plural})")
+        return "; ".join(parts) or "non-finite parameter"
+
     # -- results -----------------------------------------------------------------------------
 
     def trajectory(self, index: int = 0) -> np.ndarray:
@@ -533,7 +582,8 @@ class FunctionTask(Task):
         diverged)."""
         points = self._points()
         with torch.no_grad():
-            values = self.function(points)
+            values = self.function(points).to(torch.float64)
+            points = points.to(torch.float64)
             success = self._alive & self._success(points, values)
             nearest = torch.cdist(torch.nan_to_num(points), self._minimizers).argmin(-1)
         outcome = torch.where(success, nearest, NOT_REACHED)
@@ -564,6 +614,7 @@ class FunctionTask(Task):
                 "distance_to_minimum": distance,
                 "steps_to_target": np.where(first_hit >= 0, first_hit, np.nan),
                 "diverged_at_step": np.where(diverged_at >= 0, diverged_at, np.nan),
+                "diverged_reason": [_REASONS.get(c, "") for c in self._why.cpu().tolist()],
                 "outcome": outcome.cpu().numpy(),
             }
         )
@@ -641,7 +692,7 @@ class FunctionTask(Task):
             stats.to_csv(path, index=False)
             log.info("Wrote %s", describe_file(path))
             table = run_dir / "lr_table.md"
-            table.write_text(self._markdown_table(best_rates(stats)))
+            table.write_text(self._markdown_table(best_rates(stats), stats))
             log.info("Wrote %s", describe_file(table))
         steps = np.arange(len(self._path_values))
         curves: dict[str, Any] = {"step": steps}
@@ -660,8 +711,9 @@ class FunctionTask(Task):
         pd.DataFrame(curves).to_csv(path, index=False)
         log.info("Wrote %s", describe_file(path))
 
-    def _markdown_table(self, best: pd.DataFrame) -> str:
-        """Each optimizer at its best rate, as a Markdown table (``lr_table.md``)."""
+    def _markdown_table(self, best: pd.DataFrame, stats: pd.DataFrame | None = None) -> str:
+        """Each optimizer at its best rate (:func:`best_rates`), as a Markdown table
+        (``lr_table.md``), then, given ``stats``, every optimizer and rate tried."""
         steps = len(self._path_values) - 1
         many = self.n_starts > 1
         rates = ", ".join(f"{lr:g}" for lr in self.lrs) if self.lrs else "their own"
@@ -673,9 +725,10 @@ class FunctionTask(Task):
         ]
         if many:
             lines += [
-                "| optimizer | best lr | steps to target (median) | final f - f* (median) "
+                "| optimizer | best lr | steps to target (median) "
+                "| final f - f* (median, diverged = inf) | final f - f* (median of survivors) "
                 "| success | diverged |",
-                "| --- | ---: | ---: | ---: | ---: | ---: |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
         else:
             lines += [
@@ -687,12 +740,37 @@ class FunctionTask(Task):
             reached = "not reached" if math.isnan(median) else f"{int(median):,}"
             gap = "diverged" if math.isnan(row.final_gap_median) else f"{row.final_gap_median:.2e}"
             if many:
+                gap_all = row.final_gap_all_median
+                gap_all = "inf (diverged)" if math.isnan(gap_all) else f"{gap_all:.2e}"
                 lines.append(
-                    f"| {row.optimizer} | {row.lr:g} | {reached} | {gap} | "
+                    f"| {row.optimizer} | {row.lr:g} | {reached} | {gap_all} | {gap} | "
                     f"{row.success_rate:.0%} | {row.diverged_fraction:.0%} |"
                 )
             else:
                 lines.append(f"| {row.optimizer} | {row.lr:g} | {reached} | {gap} |")
+        if stats is not None and many:
+            lines += [
+                "",
+                "Every rate tried (the ranking: success, then steps, then the median gap "
+                "with diverged starts counted as infinite, then the diverged fraction):",
+                "",
+                "| optimizer | lr | success | steps to target (median) "
+                "| final f - f* (median, diverged = inf) | final f - f* (median of survivors) "
+                "| diverged |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for row in stats.itertuples():
+                median = row.steps_to_target_median
+                reached = "not reached" if math.isnan(median) else f"{int(median):,}"
+                g = row.final_gap_median
+                g_all = row.final_gap_all_median
+                lines.append(
+                    f"| {row.optimizer} | {row.lr:g} | {row.success_rate:.0%} | {reached} | "
+                    + ("inf (diverged)" if math.isnan(g_all) else f"{g_all:.2e}")
+                    + " | "
+                    + ("-" if math.isnan(g) else f"{g:.2e}")
+                    + f" | {row.diverged_fraction:.0%} |"
+                )
         return "\n".join(lines) + "\n"
 
     # -- figures -----------------------------------------------------------------------------
@@ -731,7 +809,11 @@ class FunctionTask(Task):
         if self.n_rows == 1:
             block = self.blocks[0]
             steps = len(values) - 1
-            label = f"{block.optimizer}{lr_text(block)}: {steps} steps, {status}"
+            label = f"{block.optimizer}{lr_text(block)}, {steps:,} steps: " + _start_outcome(
+                starts.iloc[0]
+            )
+            if status not in ("ok", None):
+                label += f" (run {status})"
             trajectories[label] = path_of(0)
             gap_curves[f"{block.optimizer}{lr_text(block)}"] = {"median": values[:, 0]}
             title = f"{self.function.name} from {list(self.start)}"
@@ -759,12 +841,14 @@ class FunctionTask(Task):
             name = "trajectories"
         if self.n_starts > 1:
             quartiles = torch.stack(self._quartiles).cpu().numpy() - self.function.minimum
+            dead = torch.stack(self._dead).cpu().numpy()
             for b in shown if len(self.blocks) > 1 else [0]:
                 block = self.blocks[b]
                 gap_curves[f"{block.optimizer}{lr_text(block)}"] = {
                     "low": quartiles[:, b, 0],
                     "median": quartiles[:, b, 1],
                     "high": quartiles[:, b, 2],
+                    "diverged": dead[:, b],
                 }
         elif len(self.blocks) > 1:
             for b in shown:
@@ -788,7 +872,7 @@ class FunctionTask(Task):
                     ),
                 )
             )
-        spread = " (median over starts, band: quartiles)" if self.n_starts > 1 else ""
+        spread = " over the starts still alive" if self.n_starts > 1 else ""
         figures.append(
             (
                 "loss_gap",
@@ -861,9 +945,10 @@ def _start_outcome(row: Any) -> str:
     """What became of one start, for a legend."""
     if not math.isnan(row["diverged_at_step"]):
         return f"diverged at step {int(row['diverged_at_step']):,}"
+    gap = f"final gap {row['final_gap']:.2g}"
     if not math.isnan(row["steps_to_target"]):
-        return f"target at step {int(row['steps_to_target']):,}"
-    return f"gap {row['final_gap']:.2g}"
+        return f"target at step {int(row['steps_to_target']):,}, {gap}"
+    return f"{gap}, target not reached"
 
 
 def statistics_of(starts: pd.DataFrame) -> dict[str, Any]:
@@ -874,13 +959,16 @@ def statistics_of(starts: pd.DataFrame) -> dict[str, Any]:
     over every start, a start that never reached the target counting as infinitely slow
     (so a quartile is null when fewer starts reached it), values of the sample without
     interpolation; ``final_gap_*``: quartiles over the starts that did not diverge;
-    ``diverged_fraction``, ``n_diverged``.
+    ``final_gap_all_median``: the median final gap over every start, a diverged start
+    counting as an infinite gap (null when the median start diverged), which is what
+    :func:`best_rates` ranks by; ``diverged_fraction``, ``n_diverged``.
     """
     steps = starts["steps_to_target"].to_numpy(dtype=float)
     steps = np.where(np.isnan(steps), np.inf, steps)
     gaps = starts["final_gap"].to_numpy(dtype=float)
-    gaps = gaps[np.isfinite(gaps)]
     diverged = starts["outcome"].to_numpy() == DIVERGED
+    (g_all,) = sample_quantiles(np.where(diverged | np.isnan(gaps), np.inf, gaps), [0.5])
+    gaps = gaps[np.isfinite(gaps)]
     s25, s50, s75 = sample_quantiles(steps, [0.25, 0.5, 0.75])
     g25, g50, g75 = (
         [float(v) for v in np.quantile(gaps, [0.25, 0.5, 0.75])] if gaps.size else [None] * 3
@@ -894,6 +982,7 @@ def statistics_of(starts: pd.DataFrame) -> dict[str, Any]:
         "final_gap_median": g50,
         "final_gap_q25": g25,
         "final_gap_q75": g75,
+        "final_gap_all_median": g_all,
         "diverged_fraction": float(np.mean(diverged)),
         "n_diverged": int(np.sum(diverged)),
     }
@@ -919,6 +1008,7 @@ def block_statistics(starts: pd.DataFrame) -> pd.DataFrame:
         "final_gap_median",
         "final_gap_q25",
         "final_gap_q75",
+        "final_gap_all_median",
     ):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
@@ -927,15 +1017,22 @@ def block_statistics(starts: pd.DataFrame) -> pd.DataFrame:
 def best_rates(stats: pd.DataFrame) -> pd.DataFrame:
     """Each optimizer's best rate: the highest success rate (final gap under the target, so
     a rate that touches the target and leaves it again is not preferred), then the fewest
-    median steps to the target, then the lowest median final gap. Rates at which every
-    start diverged come last."""
+    median steps to the target, then the lowest median final gap over every start, a
+    diverged start counting as the worst gap there is (``final_gap_all_median``), then the
+    smallest diverged fraction, then the median gap of the survivors. A rate at which most
+    starts diverged thus never wins on the gap of its few survivors, and rates at which
+    every start diverged come last."""
     key = stats.assign(
         _steps=stats["steps_to_target_median"].fillna(np.inf),
+        _gap_all=stats["final_gap_all_median"].fillna(np.inf),
+        _diverged=stats["diverged_fraction"],
         _gap=stats["final_gap_median"].fillna(np.inf),
         _dead=stats["diverged_fraction"] >= 1.0,
         _success=-stats["success_rate"],
     )
-    ordered = key.sort_values(["_dead", "_success", "_steps", "_gap"], kind="stable")
+    ordered = key.sort_values(
+        ["_dead", "_success", "_steps", "_gap_all", "_diverged", "_gap"], kind="stable"
+    )
     best = ordered.groupby("optimizer", sort=False).head(1)
     order = list(dict.fromkeys(stats["optimizer"]))
     best = best.set_index("optimizer").loc[order].reset_index()
