@@ -545,7 +545,7 @@ def test_figures_say_what_their_statistics_are_over() -> None:
     function = FUNCTIONS["himmelblau"]
     starts = np.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]])
     fig = plot_basins(function, starts, {"sgd": np.array([0, -1, -2])}, steps=7)
-    title = fig.get_suptitle()
+    title = " ".join(fig.get_suptitle().split())  # the title is wrapped to the figure
     assert "which global minimiser each start reached after 7 steps" in title
     assert "each dot is a start" in title
     plt.close(fig)

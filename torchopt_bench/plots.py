@@ -4,6 +4,7 @@ paths, basins of attraction and sensitivity to the learning rate."""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -410,9 +411,10 @@ def plot_basins(
         Line2D([], [], marker="o", ls="", color="w", mec="red", mew=2, ms=8, label="task.start")
     )
     after = f" after {steps:,} steps" if steps is not None else ""
-    cell = "each cell is a start" if grid else "each dot is a start, at its starting point"
+    cell = f"each {'cell' if grid else 'dot'} is a start, drawn where it started"
+    heading = f"{function.name}: which global minimiser each start reached{after}"
     fig.suptitle(
-        f"{function.name}: which global minimiser each start reached{after}\n({cell})",
+        textwrap.fill(heading, width=48 * cols) + f"\n({cell})",
         fontsize=11,
     )
     fig.legend(

@@ -643,9 +643,9 @@ def _stem(text: str, name: str | None = None) -> str:
     return f"{_slug(name or text)[: MAX_STEM - 11]}_{digest}"
 
 
-def _title(text: str, width: int = 90) -> str:
+def _title(text: str, width: float = 90) -> str:
     """``text`` broken into lines of at most ``width`` characters for a figure title."""
-    return textwrap.fill(text, width, break_on_hyphens=False)
+    return textwrap.fill(text, int(width), break_on_hyphens=False)
 
 
 def _has_positive_data(ax: Any) -> bool:
@@ -718,7 +718,7 @@ def plot_curves(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(
-        f"{_title(task)}: each optimizer at its chosen learning rate\n"
+        f"{_title(task, 10 * len(panels) * 6.5)}: each optimizer at its chosen learning rate\n"
         "line: mean over seeds; band: lowest to highest seed",
         fontsize=11,
     )
@@ -793,7 +793,7 @@ def plot_lr_sensitivity(
     scale = ", log scale" if objective.log_scale else ""
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(f"{objective.label} (mean over seeds{scale}; {better} is better)")
-    ax.set_title(f"{_title(task)}: sensitivity to the learning rate", fontsize=11)
+    ax.set_title(_title(f"{task}: sensitivity to the learning rate", 72), fontsize=11)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return fig
@@ -852,7 +852,8 @@ def plot_task_trajectories(
     return plot_trajectories(
         function,
         paths,
-        title=f"{_title(task + where)}\npaths at the chosen learning rates: start (o), end (X)",
+        title=_title(task + where, 70)
+        + "\npaths at the chosen learning rates: start (o), end (X)",
     )
 
 

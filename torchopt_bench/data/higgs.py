@@ -403,7 +403,7 @@ def _check_weights(path: Path, df: pd.DataFrame, column: str) -> None:
         row = int(bad[0])
         raise HiggsDataError(
             f"{path}: {column} must be a positive finite number, but {_line(row)} holds "
-            f"{values[row]!r}. Event weights of the challenge files are all positive; fix "
+            f"{float(values[row])!r}. Event weights of the challenge files are all positive; fix "
             "or remove that row."
         )
 

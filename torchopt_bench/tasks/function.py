@@ -74,8 +74,11 @@ def overflow_ceiling(dtype: torch.dtype, n_rows: int) -> float:
     """The largest ``|f|`` a start may have before it counts as diverged:
     ``finfo(dtype).max / (4 n_rows)``, so that the loss (the sum of ``n_rows`` values)
     stays at most a quarter of the dtype's range and cannot overflow. float64 with 10,000
-    starts: 4.5e303; float32: 8.5e33; float16 with one start: 16,376; bfloat16 with one
-    start: 8.5e37."""
+    starts: 4.5e303; float32 with one start: 8.5e37; float16 with one start: 16,376;
+    bfloat16 with one start: 8.5e37. The ceiling depends on how many rows are summed, so
+    a batch of N starts stops a start whose ``|f|`` lies between ``max / (4 N)`` and
+    ``max / 4`` that a lone run would let go on (in float64 that takes ``|f| > 4.5e303``
+    with 10,000 starts)."""
     return float(torch.finfo(dtype).max) / (4.0 * max(int(n_rows), 1))
 
 
