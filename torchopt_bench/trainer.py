@@ -228,11 +228,7 @@ class Trainer:
         A row's ``train/loss`` is the mean of the epoch's mini-batch losses, as the steps
         computed them, unless the task's :meth:`Task.evaluate` gives its own.
         """
-        # A task may fit the optimizer to its parameters first: a test function run from
-        # many starts gives a method that is not elementwise one optimizer per start.
-        adapt = getattr(task, "adapt_optimizer", None)
-        if adapt is not None:
-            factory = adapt(factory)
+        factory = task.adapt_optimizer(factory)
         caps = capabilities_of(factory)
         optimizers = self.build_optimizers(factory, task)
         primary = optimizers[0]
@@ -362,8 +358,7 @@ class Trainer:
             if not math.isfinite(step_loss):
                 status, reason = "diverged", f"non-finite training loss ({step_loss})"
             elif not task.params_finite():
-                explain = getattr(task, "divergence_reason", None)
-                status, reason = "diverged", explain() if explain else "non-finite parameter"
+                status, reason = "diverged", task.divergence_reason()
             row = {"step": step, "epoch": epoch, "train/loss": step_loss}
             row.update(task.evaluate(epoch))
             row["lr"] = self._lr(primary)

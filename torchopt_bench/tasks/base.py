@@ -72,6 +72,16 @@ class Task(ABC):
         """Whether every parameter is finite."""
         return all(bool(torch.isfinite(p).all()) for p in _tensors(self.parameters()))
 
+    def divergence_reason(self) -> str:
+        """Why :meth:`params_finite` said no, for the run's ``diverged_reason``."""
+        return "non-finite parameter"
+
+    def adapt_optimizer(self, factory: Any) -> Any:
+        """The optimizer factory the trainer builds with; called before it builds. A task may
+        fit the optimizer to its parameters (a test function from many starts gives a
+        method that is not elementwise one optimizer per start); by default, ``factory``."""
+        return factory
+
     def finish(
         self, run_dir: Path, recorder: RunRecorder, summary: Mapping[str, Any]
     ) -> dict[str, Any]:
