@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from torchopt_bench.tracking import to_jsonable
 
 
 def notebook_gradient_descent(start, lr, steps):
@@ -36,6 +39,7 @@ def test_sgd_reproduces_the_notebook_loop(cli):
     assert summary["status"] == "ok"
     assert summary["optimizer"] == "sgd" and summary["task"] == "rosenbrock"
     assert summary["steps"] == 100
+    assert "epochs" not in summary  # a test function's summary counts steps only
     assert summary["final_point"] == pytest.approx([x, y], abs=1e-12)
     assert summary["final_loss"] == pytest.approx((1 - x) ** 2 + 100 * (y - x * x) ** 2)
     assert summary["distance_to_minimum"] == pytest.approx(np.hypot(x - 1, y - 1))
@@ -71,6 +75,32 @@ def test_divergence_is_recorded_and_exits_zero(cli):
     assert summary["steps"] == summary["diverged_at_step"]
     assert "non-finite" in summary["diverged_reason"]
     assert len(result.history) == summary["steps"] + 1
+    # Strict JSON: the loss and gap that stopped being finite are null, not "inf".
+    strict = json.loads(
+        (result.run_dir / "summary.json").read_text(),
+        parse_constant=lambda name: pytest.fail(f"summary.json holds {name}"),
+    )
+    assert strict["final_loss"] is None and strict["final_gap"] is None
+    assert "inf" not in {v for v in strict.values() if isinstance(v, str)}
+    assert not np.isfinite(result.history["train/loss"].iloc[-1])
+
+
+def test_non_finite_numbers_become_null_and_settings_keep_their_text():
+    summary = {
+        "a": float("inf"),
+        "b": [1.0, float("nan"), np.float32("-inf")],
+        "c": {"d": torch.tensor([2.0, float("inf")])},
+        "e": np.float64(3.0),
+    }
+    assert to_jsonable(summary) == {
+        "a": None,
+        "b": [1.0, None, None],
+        "c": {"d": [2.0, None]},
+        "e": 3.0,
+    }
+    assert to_jsonable({"growth_rate": float("inf")}, nonfinite_as_text=True) == {
+        "growth_rate": "inf"
+    }
 
 
 def test_invalid_hyperparameter_fails_with_a_clear_message(cli):
@@ -82,6 +112,22 @@ def test_invalid_hyperparameter_fails_with_a_clear_message(cli):
     assert summary["status"] == "failed"
     assert summary["error"].startswith("ValueError: Invalid learning rate: -1.0 ")
     assert "optimizer.KEY=VALUE" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [("trainer.steps=abc", "got 'abc'"), ("trainer.epochs=-4", "got -4")],
+)
+def test_bad_trainer_setting_fails_with_a_clear_message(cli, override, shown):
+    result = cli("optimizer=sgd", override)
+    assert result.returncode == 1
+    key = override.split("=")[0]
+    assert f"ValueError: {key} must be a non-negative integer" in result.stderr
+    assert shown in result.stderr
+    assert "Traceback" not in result.stderr and "TypeError" not in result.stderr
+    summary = result.summary
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith(f"ValueError: {key} must be a non-negative integer")
 
 
 def test_tensorboard_events_hold_scalars_figure_and_hparams(cli):

@@ -163,7 +163,19 @@ MALFORMED = [
         _set_field(5, "DER_mass_vis", ""),
         r"column DER_mass_vis is empty in row 4 \(line 5",
     ),
+    (
+        "nan cell",
+        _set_field(5, "DER_mass_vis", "nan"),
+        r"column DER_mass_vis must be numeric, but row 4 \(line 5 of the file\) holds 'nan'",
+    ),
+    (
+        "NA weight",
+        _set_field(3, "Weight", "NA"),
+        r"column Weight must be numeric, but row 2 \(line 3 of the file\) holds 'NA'",
+    ),
     ("unknown label", _set_field(3, "Label", "x"), r"unknown Label 'x' in row 2 \(line 3"),
+    ("NA label", _set_field(3, "Label", "NA"), r"unknown Label 'NA' in row 2 \(line 3"),
+    ("empty label", _set_field(4, "Label", ""), r": empty Label in row 3 \(line 4"),
     ("unknown KaggleSet", _set_field(6, "KaggleSet", "z"), r"unknown KaggleSet 'z' in row 5"),
     (
         "negative weight",
@@ -178,7 +190,19 @@ MALFORMED = [
     (
         "extra field in the first row",
         _edit_line(2, lambda line: line + ",1.0"),
-        r"wrong number of columns \(line 2, the first data row",
+        r"wrong number of columns \(line 2, the first data row, has 36 fields, 1 more than "
+        r"the 35 of the header\)",
+    ),
+    (
+        "short header",
+        _edit_line(1, lambda header: ",".join(header.split(",")[:3])),
+        r"wrong number of columns \(line 2, the first data row, has 35 fields, 32 more than "
+        r"the 3 of the header\).*the header line if it is the one cut short",
+    ),
+    (
+        "header one column short",
+        _edit_line(1, lambda header: header.rsplit(",", 1)[0]),
+        r"has 35 fields, 1 more than the 34 of the header",
     ),
     (
         "missing fields in a row",

@@ -26,6 +26,15 @@ from optimizer_cases import CASES, OptimizerCase
 from torch import Tensor
 from torch.optim import Optimizer
 
+from torchopt_bench.optim._base import (
+    apply_l2,
+    apply_l2_foreach,
+    apply_weight_decay,
+    apply_weight_decay_foreach,
+    decoupled_shrink,
+    decoupled_shrink_foreach,
+)
+
 STEPS = 100
 #: Steps before a state_dict is saved and loaded into a fresh optimizer.
 SPLIT = 50
@@ -426,3 +435,47 @@ def test_config_instantiates_with_every_argument(path: Path) -> None:
     for _ in range(3):
         optimizer.step(closure)
     assert not torch.equal(param.detach(), before)
+
+
+# --- The shared weight-decay helpers, by hand ---------------------------------------------
+# Values exact in binary: grad + 0.5 param and param (1 - 0.5 * 0.5) need no rounding.
+
+
+def _wd_tensors() -> tuple[Tensor, Tensor]:
+    return torch.tensor([1.0, 2.0, -4.0]), torch.tensor([0.5, 0.25, 1.0])
+
+
+def test_l2_helpers_add_the_decay_to_the_gradient_out_of_place() -> None:
+    param, grad = _wd_tensors()
+    assert apply_l2(grad, param, 0.5).tolist() == [1.0, 1.25, -1.0]
+    assert grad.tolist() == [0.5, 0.25, 1.0]  # the gradient itself is left alone
+    assert apply_l2(grad, param, 0.0) is grad
+    (summed,) = apply_l2_foreach([grad], [param], 0.5)
+    assert summed.tolist() == [1.0, 1.25, -1.0]
+    assert grad.tolist() == [0.5, 0.25, 1.0]
+    grads = [grad]
+    assert apply_l2_foreach(grads, [param], 0.0) is grads
+
+
+def test_decoupled_helpers_shrink_the_parameter_in_place() -> None:
+    param, _ = _wd_tensors()
+    decoupled_shrink(param, 0.5, 0.5)
+    assert param.tolist() == [0.75, 1.5, -3.0]
+    decoupled_shrink(param, 0.5, 0.0)
+    assert param.tolist() == [0.75, 1.5, -3.0]
+    decoupled_shrink_foreach([param], torch.tensor(0.5), 0.5)  # a tensor lr, as groups allow
+    assert param.tolist() == [0.5625, 1.125, -2.25]
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_weight_decay_helper_takes_one_form_or_the_other(foreach: bool) -> None:
+    def decay(grad: Tensor, param: Tensor, decoupled: bool) -> Tensor:
+        if foreach:
+            return apply_weight_decay_foreach([grad], [param], 0.5, 0.5, decoupled)[0]
+        return apply_weight_decay(grad, param, 0.5, 0.5, decoupled)
+
+    param, grad = _wd_tensors()
+    assert decay(grad, param, decoupled=False).tolist() == [1.0, 1.25, -1.0]
+    assert param.tolist() == [1.0, 2.0, -4.0]
+    assert decay(grad, param, decoupled=True) is grad
+    assert param.tolist() == [0.75, 1.5, -3.0]

@@ -115,6 +115,10 @@ def test_best_rate_and_counts_match_the_raw_summaries(real_sweep):
         assert best.loc[name, "failed"] == sum(s["status"] == "failed" for s in mine) == 1
         assert best.loc[name, "runs"] == 4
     assert best.loc["sgd", "diverged"] >= 1  # lr 1.0 on Rosenbrock
+    for s in summaries:
+        if s["status"] == "diverged":  # what overflowed is null; the status tells why
+            assert s["final_loss"] is None and s["final_gap"] is None
+            assert "non-finite" in s["diverged_reason"]
 
     report = (real_sweep / "report" / "report.md").read_text()
     assert "## rosenbrock" in report
@@ -286,6 +290,32 @@ def test_a_diverged_seed_disqualifies_a_rate_and_failures_are_counted(tmp_path):
     assert "| adam | 0.01 | 3 | 3 |" in report
     assert "1/7" in report
     assert "ValueError: boom" in report
+
+
+@pytest.mark.parametrize("written", [None, "inf"], ids=["null", "older inf text"])
+def test_a_diverged_function_run_with_no_finite_gap_counts_as_diverged(tmp_path, written):
+    # summary.json holds null where the gap overflowed (older files: the text "inf").
+    for job, (lr, status, gap) in enumerate(
+        [(0.01, "ok", 1e-3), (0.1, "ok", 1e-5), (1.0, "diverged", written)]
+    ):
+        summary = {
+            "optimizer": "sgd",
+            "task": "sphere",
+            "status": status,
+            "seed": 0,
+            "final_gap": gap,
+            "final_loss": gap,
+        }
+        if status == "diverged":
+            summary.update(diverged_at_step=3, diverged_reason="non-finite value (1 start)")
+        write_job(tmp_path, str(job), summary, [f"optimizer.lr={lr}", "task=sphere"])
+    build_report(tmp_path)
+    row = chosen(tmp_path, "sgd")
+    assert row["lr"] == 0.1 and row["mean"] == pytest.approx(1e-5)
+    assert (row["diverged"], row["runs"]) == (1, 3)
+    results = pd.read_csv(tmp_path / "report" / "results.csv").set_index("job")
+    assert results.loc[2, "status"] == "diverged"
+    assert not np.isfinite(results.loc[2, "final_gap"])  # empty (NaN) or inf, never text
 
 
 def test_optimizer_variants_and_task_settings_that_vary_are_told_apart(tmp_path):

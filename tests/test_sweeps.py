@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO
+from omegaconf import OmegaConf
 
-from torchopt_bench.cli import objective_value
+from torchopt_bench.cli import _config_differences, _resolved_config, objective_value
 
 
 def rosenbrock_gd(start, lr, steps):
@@ -96,6 +97,30 @@ def test_rerun_skips_ok_jobs_and_reruns_failed_ones_and_changed_configs(cli):
     )
 
 
+def test_rerun_runs_a_diverged_job_again_and_reads_its_null_loss(cli):
+    args = ("optimizer=sgd", "optimizer.lr=0.001,1.0", "trainer.steps=200", "logger=none")
+    first = cli(*args, multirun=True)
+    assert first.returncode == 0, first.stderr
+    diverged = json.loads((first.run_dir / "1" / "summary.json").read_text())
+    assert diverged["status"] == "diverged" and "non-finite" in diverged["diverged_reason"]
+    assert diverged["final_loss"] is None and diverged["final_gap"] is None
+    assert objective_value(diverged, "final_gap") == math.inf
+
+    second = cli(*args, multirun=True)
+    assert second.returncode == 0, second.stderr
+    assert "Skipped job 0" in output(second)
+    assert "Skipped job 1" not in output(second)
+    assert "has status diverged" in output(second)
+    assert json.loads((first.run_dir / "1" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_non_finite_setting_is_recorded_as_text_and_compares_equal():
+    cfg = OmegaConf.create({"optimizer": {"growth_rate": float("inf"), "lr": 1.0}})
+    config = _resolved_config(cfg)
+    assert config == {"optimizer": {"growth_rate": "inf", "lr": 1.0}}
+    assert _config_differences(config, _resolved_config(cfg)) == []
+
+
 def test_optuna_tuning_returns_the_objective_and_finds_the_best_trial(cli):
     result = cli(
         "experiment=tuning",
@@ -157,6 +182,10 @@ def test_objective_value_of_ok_and_diverged_runs(status, maximize, expected):
     assert (
         objective_value({"status": status, "final_gap": 0.25}, "final_gap", maximize) == expected
     )
+    if status == "diverged":  # as summary.json holds it: the gap that overflowed is null
+        assert objective_value({"status": status, "final_gap": None}, "final_gap", maximize) == (
+            expected
+        )
 
 
 def test_objective_value_of_failed_runs_and_bad_metrics():

@@ -16,7 +16,7 @@ from torchopt_bench.optim import Capabilities
 from torchopt_bench.tasks import FunctionTask
 from torchopt_bench.tasks.base import Task
 from torchopt_bench.tracking import RunRecorder
-from torchopt_bench.trainer import Trainer, capabilities_of
+from torchopt_bench.trainer import Trainer, capabilities_of, trainer_from_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OPTIMIZER_CONFIGS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
@@ -82,6 +82,7 @@ def test_trainer_drives_every_optimizer_on_a_test_function(name, tmp_path):
         )
     assert summary["status"] in ("ok", "diverged")
     assert summary["steps"] == len(recorder.history) - 1 or summary["status"] == "diverged"
+    assert "epochs" not in summary  # a test function counts steps, not epochs
     # The point moved away from the start (every method takes a nonzero first step here).
     assert task.trajectory()[-1].tolist() != [-0.5, 0.5]
 
@@ -96,6 +97,7 @@ def test_trainer_drives_every_optimizer_on_a_network(name, tmp_path):
         )
     assert summary["status"] == "ok"
     assert summary["steps"] == 6  # 3 epochs of 2 batches
+    assert summary["epochs"] == 3
     assert summary["final_loss"] == recorder.history[-1]["train/loss"]
     assert all(not training for training in task.modes)  # evaluation in eval mode
 
@@ -179,3 +181,42 @@ def test_checkpoint_settings_leave_a_function_task_alone(tmp_path, caplog):
     assert summary["status"] == "ok" and summary["steps"] == 5
     assert not (tmp_path / "checkpoint.pt").exists()
     assert "apply to network tasks" in caplog.text
+
+
+# --- Settings -----------------------------------------------------------------------------
+
+TRAINER_DEFAULTS = OmegaConf.load(CONF / "trainer" / "default.yaml")
+
+BAD_SETTINGS = [
+    ("steps", "abc", "a non-negative integer"),
+    ("steps", -3, "a non-negative integer"),
+    ("steps", 2.5, "a non-negative integer"),
+    ("steps", True, "a non-negative integer"),
+    ("epochs", "ten", "a non-negative integer"),
+    ("epochs", -1, "a non-negative integer"),
+    ("checkpoint_every", "x", "a non-negative number of epochs"),
+    ("checkpoint_every", -2, "a non-negative number of epochs"),
+    ("batch_size", 0, "a positive integer or null"),
+    ("batch_size", "big", "a positive integer or null"),
+    ("progress", "maybe", "true or false"),
+    ("log_norms", 1, "true or false"),
+    ("resume", "yes", "true or false"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD_SETTINGS)
+def test_a_bad_trainer_setting_names_the_key_the_value_and_what_it_must_be(key, value, expected):
+    cfg = OmegaConf.merge(TRAINER_DEFAULTS, {key: value})
+    del cfg["fallback_optimizer"]
+    with pytest.raises(ValueError) as info:
+        trainer_from_config(cfg, FALLBACK)
+    message = str(info.value)
+    assert message.startswith(f"trainer.{key} must be {expected}")
+    assert f"got {value!r}" in message
+    assert f"trainer.{key}=" in message  # how to set it
+
+
+def test_whole_numbers_written_as_floats_are_taken():
+    trainer = trainer_from_config({"steps": 1e3, "epochs": 5.0, "batch_size": 64.0}, None)
+    assert (trainer.steps, trainer.epochs, trainer.batch_size) == (1000, 5, 64)
+    assert all(type(v) is int for v in (trainer.steps, trainer.epochs, trainer.batch_size))

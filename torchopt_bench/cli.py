@@ -61,9 +61,10 @@ def _optimizer_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The job's config resolved to plain JSON values, as ``summary.json`` records it."""
+    """The job's config resolved to plain JSON values, as ``summary.json`` records it: a
+    setting that is not a finite number (``growth_rate: .inf``) as text, ``"inf"``."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    return json.loads(json.dumps(to_jsonable(container)))
+    return json.loads(json.dumps(to_jsonable(container, nonfinite_as_text=True)))
 
 
 def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -229,15 +230,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         try:
             seed_everything(cfg.seed)
             device = resolve_device(cfg.device)
+            # The trainer's settings are checked before the task reads any data.
+            fallback = cfg.trainer.get("fallback_optimizer")
+            fallback = instantiate(fallback) if fallback is not None else None
+            trainer = trainer_from_config(cfg.trainer, fallback)
             task = instantiate(cfg.task, _convert_="all")
             dtype = resolve_dtype(cfg.dtype, task.default_dtype)
             log.info("Task %s (%s) on %s in %s", task.name, cfg.task._target_, device, dtype)
             task.setup(device, dtype, cfg.seed)
 
             factory = instantiate(cfg.optimizer)
-            fallback = cfg.trainer.get("fallback_optimizer")
-            fallback = instantiate(fallback) if fallback is not None else None
-            trainer = trainer_from_config(cfg.trainer, fallback)
             log.info("Optimizer %s (%s)", summary["optimizer"], cfg.optimizer._target_)
 
             summary.update(device=str(device), dtype=str(dtype).removeprefix("torch."))

@@ -241,7 +241,9 @@ def _job_lr(overrides: Mapping[str, Any], job_dir: Path, summary: Mapping[str, A
 
 
 def _cell(value: Any) -> Any:
-    """A summary value as one CSV cell: lists as JSON text, non-finite strings as floats."""
+    """A summary value as one CSV cell: lists as JSON text, ``null`` (a number that was not
+    finite, or no value) as an empty cell, and the texts ``"inf"``, ``"-inf"``, ``"nan"``
+    (an override, or a summary written before non-finite numbers became null) as floats."""
     if isinstance(value, list):
         return json.dumps(value)
     if value in ("inf", "-inf", "nan"):

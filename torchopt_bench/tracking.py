@@ -38,20 +38,27 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def to_jsonable(value: Any) -> Any:
-    """Numbers, arrays and tensors as plain JSON values; non-finite floats as strings."""
+def to_jsonable(value: Any, nonfinite_as_text: bool = False) -> Any:
+    """Numbers, arrays and tensors as plain JSON values.
+
+    Strict JSON has no infinity or NaN, so a float that is not finite becomes ``None``
+    (``null`` in the file); whatever made it so is said by other fields (a diverged run's
+    ``status`` and ``diverged_reason``). ``nonfinite_as_text`` writes such a float as text
+    instead (``"inf"``, ``"-inf"``, ``"nan"``), for settings such as a config's ``.inf``,
+    whose value a ``null`` would not tell.
+    """
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
-        return [to_jsonable(v) for v in value.tolist()]
+        value = value.tolist()
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return str(value) if nonfinite_as_text else None
     if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v, nonfinite_as_text) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
+        return [to_jsonable(v, nonfinite_as_text) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
@@ -143,6 +150,6 @@ class RunRecorder:
     def write_summary(self, summary: Mapping[str, Any], name: str = "summary.json") -> Path:
         path = self.run_dir / name
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+        tmp.write_text(json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
         tmp.replace(path)
         return path

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import random
 import time
@@ -122,6 +123,30 @@ def _build(factory: OptimizerFactory, params: Any) -> Optimizer:
         ) from err
 
 
+def _count(key: str, value: Any, minimum: int, expected: str) -> int:
+    """The whole number ``trainer.KEY`` holds, or a ``ValueError`` naming the key, the value
+    and what it must be. A float with no fractional part (``trainer.steps=1e3``) is taken
+    as its integer; a bool is not a number here."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(
+            f"trainer.{key} must be {expected}, got {value!r}; set it as trainer.{key}=N "
+            "(the defaults are in conf/trainer/default.yaml)"
+        )
+    return int(value)
+
+
+def _switch(key: str, value: Any) -> bool:
+    """The bool ``trainer.KEY`` holds, or a ``ValueError`` naming the key and the value."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(
+            f"trainer.{key} must be true or false, got {value!r}; set it as "
+            f"trainer.{key}=true or trainer.{key}=false"
+        )
+    return bool(value)
+
+
 def _global_norm(tensors: list[Tensor]) -> float:
     if not tensors:
         return 0.0
@@ -143,6 +168,10 @@ class Trainer:
         checkpoint_every: write ``checkpoint.pt`` every this many epochs and after the last
             (network tasks; 0: never).
         resume: continue from the run directory's ``checkpoint.pt`` when there is one.
+
+    Every setting is checked here, where :func:`trainer_from_config` hands over the
+    ``trainer`` config: a value of the wrong kind or range is a ``ValueError`` naming
+    ``trainer.KEY``, the value and what it must be.
     """
 
     def __init__(
@@ -156,27 +185,22 @@ class Trainer:
         checkpoint_every: int = 0,
         resume: bool = False,
     ) -> None:
-        if steps < 0:
-            raise ValueError(f"trainer.steps must be non-negative, got {steps}")
-        if epochs < 0:
-            raise ValueError(f"trainer.epochs must be non-negative, got {epochs}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(
-                f"trainer.batch_size must be a positive integer or null (full batch), "
-                f"got {batch_size}"
-            )
-        if checkpoint_every < 0:
-            raise ValueError(
-                f"trainer.checkpoint_every must be a non-negative number of epochs (0: no "
-                f"checkpoints), got {checkpoint_every}"
-            )
-        self.checkpoint_every = int(checkpoint_every)
-        self.resume = bool(resume)
-        self.steps = steps
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.progress = progress
-        self.log_norms = log_norms
+        self.steps = _count("steps", steps, 0, "a non-negative integer (optimizer steps)")
+        self.epochs = _count("epochs", epochs, 0, "a non-negative integer (epochs)")
+        self.batch_size = (
+            None
+            if batch_size is None
+            else _count("batch_size", batch_size, 1, "a positive integer or null (full batch)")
+        )
+        self.checkpoint_every = _count(
+            "checkpoint_every",
+            checkpoint_every,
+            0,
+            "a non-negative number of epochs (0: no checkpoints)",
+        )
+        self.progress = _switch("progress", progress)
+        self.log_norms = _switch("log_norms", log_norms)
+        self.resume = _switch("resume", resume)
         self.fallback_optimizer = fallback_optimizer
 
     def config(self) -> dict[str, Any]:
@@ -217,9 +241,11 @@ class Trainer:
     ) -> dict[str, Any]:
         """Run the loop; return the trainer's fields of ``summary.json``.
 
-        Fields: ``status`` (``ok`` or ``diverged``), ``steps``, ``epochs``, ``final_loss``,
-        ``wall_time_s`` (the optimisation steps alone, without evaluation and figures),
-        ``eval_time_s`` and, for a divergence, ``diverged_at_step`` and ``diverged_reason``.
+        Fields: ``status`` (``ok`` or ``diverged``), ``steps``, ``epochs`` (network tasks
+        only: a test function's "epoch" is a single step, so its summary counts ``steps``
+        alone), ``final_loss``, ``wall_time_s`` (the optimisation steps alone, without
+        evaluation and figures), ``eval_time_s`` and, for a divergence,
+        ``diverged_at_step`` and ``diverged_reason``.
         With targets (:meth:`Task.targets`): ``time_to_target`` (per metric: ``target``,
         ``reached``, ``epoch``, ``steps``, ``wall_time_s``, ``elapsed_s``) and, for the first
         target, ``steps_to_target`` and ``time_to_target_s`` (None if never reached). A
@@ -416,15 +442,16 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['train/loss']:.4g}", refresh=False)
         bar.close()
 
-        summary: dict[str, Any] = {
-            "status": status,
-            "steps": step,
-            "epochs": last.get("epoch", 0),
-            "final_loss": last.get("train/loss", first.get("train/loss") if first else None),
-            "lr": self._lr(primary),
-            "wall_time_s": train_time,
-            "eval_time_s": eval_time,
-        }
+        summary: dict[str, Any] = {"status": status, "steps": step}
+        if task.kind == "network":
+            # A test function's "epoch" is one step: its summary counts steps only.
+            summary["epochs"] = last.get("epoch", 0)
+        summary.update(
+            final_loss=last.get("train/loss", first.get("train/loss") if first else None),
+            lr=self._lr(primary),
+            wall_time_s=train_time,
+            eval_time_s=eval_time,
+        )
         if status == "diverged":
             summary.update(diverged_at_step=step, diverged_reason=reason)
         if resumed is not None:

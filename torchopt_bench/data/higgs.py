@@ -389,8 +389,10 @@ def _check_codes(path: Path, df: pd.DataFrame, column: str, allowed: dict[str, A
     bad = np.flatnonzero(~values.isin(list(allowed)).to_numpy())
     if len(bad):
         row = int(bad[0])
+        value = df[column].iloc[row]
+        what = f"empty {column}" if pd.isna(value) else f"unknown {column} {value!r}"
         raise HiggsDataError(
-            f"{path}: unknown {column} {df[column].iloc[row]!r} in {_line(row)} "
+            f"{path}: {what} in {_line(row)} "
             f"({len(bad)} row(s) in all); {column} must be one of "
             f"{', '.join(repr(k) for k in allowed)}. Fix those rows or use the file as published."
         )
@@ -440,7 +442,11 @@ def read_higgs_csv(path: str | os.PathLike[str], *, nrows: int | None = None) ->
         )
 
     try:
-        df = pd.read_csv(path, nrows=nrows, low_memory=False)
+        # Only an empty field is missing: a cell that holds text such as "nan" or "NA" is
+        # kept as that text, so that the checks below can say what it holds.
+        df = pd.read_csv(
+            path, nrows=nrows, low_memory=False, keep_default_na=False, na_values=[""]
+        )
     except pd.errors.EmptyDataError as exc:
         raise HiggsDataError(
             f"{path}: no header line and no data. Delete the file and fetch it again."
@@ -459,12 +465,15 @@ def read_higgs_csv(path: str | os.PathLike[str], *, nrows: int | None = None) ->
         ) from exc
 
     if not df.index.equals(pd.RangeIndex(len(df))):
-        # pandas takes the first column as the index when the first data row has one field
-        # more than the header; the rows would be read shifted by one column.
+        # pandas takes the first k columns as the index when the first data row has k
+        # fields more than the header; the rows would be read shifted by k columns.
+        header = len(df.columns)
+        extra = df.index.nlevels
         raise HiggsDataError(
             f"{path}: a row has the wrong number of columns (line 2, the first data row, has "
-            "one field more than the header). Every row must have as many fields as the "
-            "header; fix or remove that line."
+            f"{header + extra} fields, {extra} more than the {header} of the header). Every "
+            "row must have as many fields as the header; fix or remove that line, or the "
+            "header line if it is the one cut short."
         )
     columns = [str(c) for c in df.columns]
     layout = _detect_layout(path, columns)

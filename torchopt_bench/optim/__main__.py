@@ -2,8 +2,8 @@
 
 Prints one row per optimizer of :data:`~torchopt_bench.optim.OPTIMIZERS` with its
 capabilities (the fields of :class:`~torchopt_bench.optim.Capabilities`), how its
-``fused=True`` path runs (torch's fused kernel or an update compiled by
-``torch.compile``) and the reference it is checked against.
+``fused=True`` path runs (torch's fused kernel or an update compiled by inductor)
+and the reference it is checked against.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ in one of two ways, named by :attr:`BenchOptimizer.fused_path`:
 
 * torch's own fused kernel (``torch._fused_adam_`` and the like), for the methods that
   torch has one for; the class overrides ``_fused``;
-* an update compiled by ``torch.compile`` (:mod:`torchopt_bench.optim._fused`): the
+* an update compiled by inductor (:mod:`torchopt_bench.optim._fused`): the
   class writes the update of one tensor as ``_fused_update(flags, param, grad, *state,
   s)``, with the step's scalars ``s`` computed on the host by ``_fused_scalars``, the
   state tensors named by ``_fused_state_keys`` and the structural switches by
@@ -132,8 +132,9 @@ def step_tensor(p: Tensor, group: dict[str, Any]) -> Tensor:
 
 
 def step_values(steps: list[Tensor]) -> list[float]:
-    """The values of ``step`` tensors as floats, with a single device sync at most."""
-    if all(step.device.type == "cpu" for step in steps):
+    """The values of 0-d tensors (``step`` counters and the like) as floats, with a
+    single device sync at most."""
+    if all(step.is_cpu for step in steps):
         return [step.item() for step in steps]
     return torch.stack([step.to("cpu", torch.float64) for step in steps]).tolist()
 
@@ -154,6 +155,67 @@ def device_lr(lr: float | Tensor, device: torch.device) -> float | Tensor:
     return float(lr)
 
 
+# -- weight decay ------------------------------------------------------------------------
+# The two forms of weight decay the methods share, each a single operation so that a
+# method calling them computes bit for bit what the inline code did. None of them does
+# anything when ``weight_decay`` is 0.
+
+
+def apply_l2(grad: Tensor, param: Tensor, weight_decay: float) -> Tensor:
+    """L2 regularisation: ``grad + weight_decay * param``, a new tensor (``grad`` itself
+    when ``weight_decay`` is 0), as ``grad.add(param, alpha=weight_decay)``."""
+    return grad.add(param, alpha=weight_decay) if weight_decay != 0 else grad
+
+
+def apply_l2_foreach(
+    grads: list[Tensor], params: list[Tensor], weight_decay: float
+) -> list[Tensor]:
+    """:func:`apply_l2` over lists, as one ``torch._foreach_add``."""
+    if weight_decay == 0:
+        return grads
+    return torch._foreach_add(grads, params, alpha=weight_decay)
+
+
+def decoupled_shrink(param: Tensor, lr: float | Tensor, weight_decay: float) -> None:
+    """Decoupled weight decay (Loshchilov & Hutter, AdamW): ``param *= 1 - lr *
+    weight_decay`` in place, before the method's own update."""
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)
+
+
+def decoupled_shrink_foreach(
+    params: list[Tensor], lr: float | Tensor, weight_decay: float
+) -> None:
+    """:func:`decoupled_shrink` over a list, as one ``torch._foreach_mul_``."""
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+
+
+def apply_weight_decay(
+    grad: Tensor, param: Tensor, lr: float | Tensor, weight_decay: float, decoupled: bool
+) -> Tensor:
+    """The gradient after weight decay of either form: ``param`` shrunk in place and
+    ``grad`` returned as it is (``decoupled``), or :func:`apply_l2`."""
+    if decoupled:
+        decoupled_shrink(param, lr, weight_decay)
+        return grad
+    return apply_l2(grad, param, weight_decay)
+
+
+def apply_weight_decay_foreach(
+    grads: list[Tensor],
+    params: list[Tensor],
+    lr: float | Tensor,
+    weight_decay: float,
+    decoupled: bool,
+) -> list[Tensor]:
+    """:func:`apply_weight_decay` over lists."""
+    if decoupled:
+        decoupled_shrink_foreach(params, lr, weight_decay)
+        return grads
+    return apply_l2_foreach(grads, params, weight_decay)
+
+
 class BenchOptimizer(Optimizer):
     """Base class: the step skeleton shared by every optimizer of the package.
 
@@ -164,8 +226,11 @@ class BenchOptimizer(Optimizer):
 
     capabilities: ClassVar[Capabilities] = Capabilities()
     reference: ClassVar[str] = ""
-    #: How ``fused=True`` runs: the torch kernel it calls, or ``"torch.compile"``.
+    #: How ``fused=True`` runs: the torch kernel it calls, or ``"inductor"``.
     fused_path: ClassVar[str] = ""
+    #: Whether ``_fused_scalars`` reads the step counts (else they are not copied to the
+    #: host, and it is passed ``None``).
+    fused_scalars_read_steps: ClassVar[bool] = True
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         defaults.setdefault("maximize", False)
@@ -240,20 +305,22 @@ class BenchOptimizer(Optimizer):
         return ()
 
     def _fused_state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The state tensors passed to ``_fused_update``, in order."""
+        """The state tensors passed to ``_fused_update``, in order. Where ``"step"`` is
+        one of them, the update advances it; else it is advanced for the update."""
         raise NotImplementedError
 
     def _fused_scalars(
-        self, group: dict[str, Any], states: list[dict[str, Any]], steps: list[float]
+        self, group: dict[str, Any], states: list[dict[str, Any]], steps: list[float] | None
     ) -> list[list[float]]:
         """One row of host scalars per tensor for this step, whose ``step`` is ``steps``
-        (already counted; the tensors themselves are advanced with the update). Any other
-        host-side state advances here exactly as in the per-tensor loop."""
+        (already counted; the tensors themselves are advanced with the update; ``None``
+        unless :attr:`fused_scalars_read_steps`). Any other host-side state advances here
+        exactly as in the per-tensor loop."""
         raise NotImplementedError
 
     @staticmethod
     def _fused_update(flags: tuple, param: Tensor, grad: Tensor, *state: Tensor, s: Tensor):
-        """The update of one (real) tensor, traced by ``torch.compile``."""
+        """The update of one (real) tensor, traced and compiled by inductor."""
         raise NotImplementedError
 
     def _fused(self, batches: list[tuple[dict, list[Tensor], list[Tensor], list[dict]]]) -> None:
@@ -269,13 +336,19 @@ class BenchOptimizer(Optimizer):
                 (self._fused_flags(group), bool(group["maximize"])), ([], [], [])
             )
             step_tensors = [state["step"] for state in states]
-            values = [value + 1 for value in step_values(step_tensors)]
+            values = None
+            if self.fused_scalars_read_steps:
+                values = [value + 1 for value in step_values(step_tensors)]
             scalars += self._fused_scalars(group, states, values)
-            steps += step_tensors
+            if "step" not in keys:
+                steps += step_tensors
             for param, grad, state in zip(params, grads, states):
-                rows.append(tuple(view_as_real([param, grad, *(state[k] for k in keys)])))
+                row = [param, grad, *(state[k] for k in keys)]
+                rows.append(view_as_real(row) if param.is_complex() else row)
+        # The compiled calls this optimizer has made, by the tensors they were made for.
+        plans = self.__dict__.setdefault("_fused_plans", {})
         for (flags, maximize), (rows, steps, scalars) in buckets.items():
-            run_fused(type(self)._fused_update, flags, maximize, rows, steps, scalars)
+            run_fused(type(self)._fused_update, flags, maximize, rows, steps, scalars, plans)
 
     # -- the step ------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_weight_decay,
+    apply_weight_decay_foreach,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -63,7 +65,7 @@ class AdaBelief(BenchOptimizer):
             the default) instead of adding :math:`\lambda\theta` to the gradient.
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
@@ -71,7 +73,7 @@ class AdaBelief(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "pytorch_optimizer.AdaBelief"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
 
     def __init__(
         self,
@@ -125,11 +127,9 @@ class AdaBelief(BenchOptimizer):
             state["step"] += 1
             step = state["step"].item()
 
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    param.mul_(1 - lr * weight_decay)
-                else:
-                    grad = grad.add(param, alpha=weight_decay)
+            grad = apply_weight_decay(
+                grad, param, lr, weight_decay, group["decoupled_weight_decay"]
+            )
 
             param, grad = view_as_real([param, grad])
             exp_avg, exp_avg_var = view_as_real([state["exp_avg"], state["exp_avg_var"]])
@@ -156,11 +156,9 @@ class AdaBelief(BenchOptimizer):
         steps = [state["step"] for state in states]
         torch._foreach_add_(steps, 1)
 
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                torch._foreach_mul_(params, 1 - lr * weight_decay)
-            else:
-                grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_weight_decay_foreach(
+            grads, params, lr, weight_decay, group["decoupled_weight_decay"]
+        )
 
         params, grads = view_as_real(params), view_as_real(grads)
         exp_avgs = view_as_real([state["exp_avg"] for state in states])

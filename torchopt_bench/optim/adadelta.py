@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_l2,
+    apply_l2_foreach,
     check_lr,
     check_nonnegative,
     register,
@@ -46,7 +48,7 @@ class Adadelta(BenchOptimizer):
         eps: :math:`\epsilon` inside the square roots (default 1e-6).
         weight_decay: :math:`\lambda` (default 0), an L2 penalty added to the gradient.
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         capturable: not supported (raises ValueError when True).
@@ -56,7 +58,8 @@ class Adadelta(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Adadelta"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
+    fused_scalars_read_steps = False
 
     def __init__(
         self,
@@ -113,8 +116,7 @@ class Adadelta(BenchOptimizer):
         for param, grad, state in zip(params, grads, states):
             state["step"] += 1
 
-            if weight_decay != 0:
-                grad = grad.add(param, alpha=weight_decay)
+            grad = apply_l2(grad, param, weight_decay)
 
             param, grad = view_as_real([param, grad])
             square_avg, acc_delta = view_as_real([state["square_avg"], state["acc_delta"]])
@@ -138,8 +140,7 @@ class Adadelta(BenchOptimizer):
         # As in torch's multi-tensor path, complex tensors are viewed as real before the
         # weight decay (a real multiply-add rounds differently from a complex one).
         params, grads = view_as_real(params), view_as_real(grads)
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_l2_foreach(grads, params, weight_decay)
 
         square_avgs = view_as_real([state["square_avg"] for state in states])
         acc_deltas = view_as_real([state["acc_delta"] for state in states])

@@ -7,7 +7,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import BenchOptimizer, Capabilities, ParamsT, register, scalar_dtype
+from ._base import (
+    BenchOptimizer,
+    Capabilities,
+    ParamsT,
+    decoupled_shrink,
+    decoupled_shrink_foreach,
+    register,
+    scalar_dtype,
+)
 
 
 def _rms(t: Tensor) -> float:
@@ -152,8 +160,7 @@ class Adafactor(BenchOptimizer):
             one_minus_beta2 = step**beta2_decay
             alpha = max(eps2, _rms(param)) * min(lr, step**-0.5)
 
-            if weight_decay != 0:
-                param.mul_(1 - lr * weight_decay)
+            decoupled_shrink(param, lr, weight_decay)
 
             # Second moment: factored into row and column means, or kept whole.
             squared = grad.square()
@@ -182,8 +189,7 @@ class Adafactor(BenchOptimizer):
         floors = [torch.finfo(p.dtype).eps if eps1 is None else eps1 for p in params]
         alphas = [max(eps2, _rms(p)) * min(lr, step**-0.5) for p, step in zip(params, step_values)]
 
-        if weight_decay != 0:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        decoupled_shrink_foreach(params, lr, weight_decay)
 
         # Second moments: factored for matrices, whole for vectors, each kind batched.
         squares = torch._foreach_mul(grads, grads)

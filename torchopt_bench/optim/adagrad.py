@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_l2,
+    apply_l2_foreach,
     check_lr,
     check_nonnegative,
     device_lr,
@@ -117,8 +119,7 @@ class Adagrad(BenchOptimizer):
             state["step"] += 1
             step = state["step"].item()
 
-            if weight_decay != 0:
-                grad = grad.add(param, alpha=weight_decay)
+            grad = apply_l2(grad, param, weight_decay)
 
             # The step size decays as 1 / (1 + (t - 1) lr_decay).
             clr = lr / (1 + (step - 1) * lr_decay)
@@ -139,8 +140,7 @@ class Adagrad(BenchOptimizer):
         # As in torch's multi-tensor path, complex tensors are viewed as real before the
         # weight decay (a real multiply-add rounds differently from a complex one).
         params, grads = view_as_real(params), view_as_real(grads)
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_l2_foreach(grads, params, weight_decay)
 
         state_sums = view_as_real([state["sum"] for state in states])
 

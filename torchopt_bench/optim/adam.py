@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_weight_decay,
+    apply_weight_decay_foreach,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -130,11 +132,9 @@ class Adam(BenchOptimizer):
             step = state["step"].item()
 
             # Weight decay: an L2 term in the gradient, or a shrink of the parameter.
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    param.mul_(1 - lr * weight_decay)
-                else:
-                    grad = grad.add(param, alpha=weight_decay)
+            grad = apply_weight_decay(
+                grad, param, lr, weight_decay, group["decoupled_weight_decay"]
+            )
 
             param, grad = view_as_real([param, grad])
             exp_avg, exp_avg_sq = view_as_real([state["exp_avg"], state["exp_avg_sq"]])
@@ -165,11 +165,9 @@ class Adam(BenchOptimizer):
         # As in torch's multi-tensor path, complex tensors are viewed as real before the
         # weight decay (a real multiply-add rounds differently from a complex one).
         params, grads = view_as_real(params), view_as_real(grads)
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                torch._foreach_mul_(params, 1 - lr * weight_decay)
-            else:
-                grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_weight_decay_foreach(
+            grads, params, lr, weight_decay, group["decoupled_weight_decay"]
+        )
 
         exp_avgs = view_as_real([state["exp_avg"] for state in states])
         exp_avg_sqs = view_as_real([state["exp_avg_sq"] for state in states])

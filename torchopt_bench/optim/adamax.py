@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_l2,
+    apply_l2_foreach,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -45,7 +47,7 @@ class Adamax(BenchOptimizer):
         eps: :math:`\epsilon` added to :math:`|g_t|` (default 1e-8).
         weight_decay: :math:`\lambda` (default 0), an L2 penalty added to the gradient.
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
@@ -55,7 +57,7 @@ class Adamax(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Adamax"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
 
     def __init__(
         self,
@@ -113,8 +115,7 @@ class Adamax(BenchOptimizer):
             state["step"] += 1
             step = state["step"].item()
 
-            if weight_decay != 0:
-                grad = grad.add(param, alpha=weight_decay)
+            grad = apply_l2(grad, param, weight_decay)
 
             param, grad = view_as_real([param, grad])
             exp_avg, exp_inf = view_as_real([state["exp_avg"], state["exp_inf"]])
@@ -137,8 +138,7 @@ class Adamax(BenchOptimizer):
         # As in torch's multi-tensor path, complex tensors are viewed as real before the
         # weight decay (a real multiply-add rounds differently from a complex one).
         params, grads = view_as_real(params), view_as_real(grads)
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_l2_foreach(grads, params, weight_decay)
 
         exp_avgs = view_as_real([state["exp_avg"] for state in states])
         exp_infs = view_as_real([state["exp_inf"] for state in states])

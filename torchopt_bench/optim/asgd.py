@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_l2,
+    apply_l2_foreach,
     check_lr,
     check_nonnegative,
     register,
@@ -78,7 +80,7 @@ class ASGD(BenchOptimizer):
         t0: step :math:`t_0` after which averaging starts (default 1e6).
         weight_decay: L2 penalty :math:`w` added to the gradient (default 0).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
@@ -88,7 +90,8 @@ class ASGD(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.ASGD"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
+    fused_scalars_read_steps = False
 
     def __init__(
         self,
@@ -147,8 +150,7 @@ class ASGD(BenchOptimizer):
             state["step"] += 1
             step, eta, mu = state["step"].item(), state["eta"].item(), state["mu"].item()
 
-            if weight_decay != 0:
-                grad = grad.add(param, alpha=weight_decay)
+            grad = apply_l2(grad, param, weight_decay)
 
             # Gradient step with the previous step size, after the multiplicative decay.
             param, grad, ax = view_as_real([param, grad, state["ax"]])
@@ -173,8 +175,7 @@ class ASGD(BenchOptimizer):
         etas = [state["eta"].item() for state in states]
         mus = [state["mu"].item() for state in states]
 
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_l2_foreach(grads, params, weight_decay)
 
         params, grads = view_as_real(params), view_as_real(grads)
         axs = view_as_real([state["ax"] for state in states])
@@ -196,23 +197,32 @@ class ASGD(BenchOptimizer):
 
     # -- fused: one compiled pass (see _fused.py); the same operations in the same order --
 
+    def _fused_flags(self, group) -> tuple:
+        # The dtype the schedule is rounded to, as torch.as_tensor rounds it in the loop.
+        return (torch.get_default_dtype(),)
+
     def _fused_state_keys(self, group) -> tuple[str, ...]:
-        return ("ax",)
+        # With "step" among them, the update advances the counter itself.
+        return ("ax", "eta", "mu", "step")
 
     def _fused_scalars(self, group, states, steps) -> list[list[float]]:
         lr, lambd, alpha, t0 = float(group["lr"]), group["lambd"], group["alpha"], group["t0"]
-        rows = []
-        for step, state in zip(steps, states):
-            eta, mu = state["eta"].item(), state["mu"].item()
-            rows.append([group["weight_decay"], 1 - lambd * eta, -eta, float(mu == 1), mu])
-            # Step size and averaging weight for the next step, as in the loop.
-            _schedule(state, lr, lambd, alpha, t0, step)
-        return rows
+        return [[group["weight_decay"], lambd, lr, alpha, t0]] * len(states)
 
     @staticmethod
-    def _fused_update(flags, param, grad, ax, *, s) -> None:
-        weight_decay, shrink, minus_eta, tracks_iterate, mu = s.unbind()
+    def _fused_update(flags, param, grad, ax, eta, mu, step, *, s) -> None:
+        (schedule_dtype,) = flags
+        weight_decay, lambd, lr, alpha, t0 = s.unbind()
+        eta_now, mu_now = eta.to(s.dtype), mu.to(s.dtype)
+
+        # The step and the average with the previous step's eta and mu, as in the loop.
         grad = grad + weight_decay * param
-        new_param = param * shrink + minus_eta * grad
+        new_param = param * (1 - lambd * eta_now) - eta_now * grad
         param.copy_(new_param)
-        ax.copy_(torch.where(tracks_iterate > 0, new_param, ax + mu * (new_param - ax)))
+        ax.copy_(torch.where(mu_now == 1, new_param, ax + mu_now * (new_param - ax)))
+
+        # Step size and averaging weight for the next step, computed on the device.
+        step.add_(1)
+        count = step.to(s.dtype)
+        eta.copy_((lr / (1 + lambd * lr * count) ** alpha).to(schedule_dtype))
+        mu.copy_((1 / torch.clamp(count - t0, min=1)).to(schedule_dtype))

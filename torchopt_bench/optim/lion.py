@@ -14,6 +14,8 @@ from ._base import (
     check_beta,
     check_lr,
     check_nonnegative,
+    decoupled_shrink,
+    decoupled_shrink_foreach,
     register,
     scalar_dtype,
     view_as_real,
@@ -53,7 +55,7 @@ class Lion(BenchOptimizer):
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
@@ -61,7 +63,8 @@ class Lion(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "pytorch_optimizer.Lion"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
+    fused_scalars_read_steps = False
 
     def __init__(
         self,
@@ -103,8 +106,7 @@ class Lion(BenchOptimizer):
             state["step"] += 1
 
             # Decoupled decay, outside the sign: it does not count toward the step of lr.
-            if weight_decay != 0:
-                param.mul_(1 - lr * weight_decay)
+            decoupled_shrink(param, lr, weight_decay)
 
             param, grad = view_as_real([param, grad])
             (exp_avg,) = view_as_real([state["exp_avg"]])
@@ -120,8 +122,7 @@ class Lion(BenchOptimizer):
 
         torch._foreach_add_([state["step"] for state in states], 1)
 
-        if weight_decay != 0:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        decoupled_shrink_foreach(params, lr, weight_decay)
 
         params, grads = view_as_real(params), view_as_real(grads)
         exp_avgs = view_as_real([state["exp_avg"] for state in states])

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import BenchOptimizer, Capabilities, ParamsT, register
+from ._base import BenchOptimizer, Capabilities, ParamsT, decoupled_shrink, register
 
 __all__ = ["Muon", "split_params_for_muon"]
 
@@ -211,5 +211,5 @@ class Muon(BenchOptimizer):
             # Replace the update by (approximately) the nearest semi-orthogonal matrix.
             update = _orthogonalize(update, coefficients, steps, eps)
 
-            param.mul_(1 - lr * weight_decay)
+            decoupled_shrink(param, lr, weight_decay)
             param.add_(update, alpha=-_adjusted_lr(lr, group["adjust_lr_fn"], param.shape))

@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_weight_decay,
+    apply_weight_decay_foreach,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -62,7 +64,7 @@ class NAdam(BenchOptimizer):
         decoupled_weight_decay: shrink the parameters by :math:`1 - \gamma\lambda` instead
             of adding to the gradient (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
@@ -72,7 +74,7 @@ class NAdam(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.NAdam"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
 
     def __init__(
         self,
@@ -139,11 +141,9 @@ class NAdam(BenchOptimizer):
 
             # Here torch views complex tensors as real before the weight decay, too.
             param, grad = view_as_real([param, grad])
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    param.mul_(1 - lr * weight_decay)
-                else:
-                    grad = grad.add(param, alpha=weight_decay)
+            grad = apply_weight_decay(
+                grad, param, lr, weight_decay, group["decoupled_weight_decay"]
+            )
 
             # The momentum schedule, and the running product of its coefficients that
             # plays the part of Adam's 1 - beta1^t.
@@ -174,11 +174,9 @@ class NAdam(BenchOptimizer):
         # As in torch's multi-tensor path, complex tensors are viewed as real before the
         # weight decay (a real multiply-add rounds differently from a complex one).
         params, grads = view_as_real(params), view_as_real(grads)
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                torch._foreach_mul_(params, 1 - lr * weight_decay)
-            else:
-                grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_weight_decay_foreach(
+            grads, params, lr, weight_decay, group["decoupled_weight_decay"]
+        )
 
         mus = [_momentum_coefficient(beta1, momentum_decay, step) for step in step_values]
         mu_nexts = [_momentum_coefficient(beta1, momentum_decay, step + 1) for step in step_values]

@@ -12,6 +12,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_weight_decay,
+    apply_weight_decay_foreach,
     check_beta,
     check_lr,
     check_nonnegative,
@@ -70,7 +72,7 @@ class RAdam(BenchOptimizer):
         decoupled_weight_decay: shrink the parameters by :math:`1 - \gamma\lambda` instead
             of adding to the gradient (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
@@ -80,7 +82,7 @@ class RAdam(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.RAdam"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
 
     def __init__(
         self,
@@ -143,11 +145,9 @@ class RAdam(BenchOptimizer):
 
             # Here torch views complex tensors as real before the weight decay, too.
             param, grad = view_as_real([param, grad])
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    param.mul_(1 - lr * weight_decay)
-                else:
-                    grad = grad.add(param, alpha=weight_decay)
+            grad = apply_weight_decay(
+                grad, param, lr, weight_decay, group["decoupled_weight_decay"]
+            )
 
             exp_avg, exp_avg_sq = view_as_real([state["exp_avg"], state["exp_avg_sq"]])
             exp_avg.lerp_(grad, 1 - beta1)
@@ -174,11 +174,9 @@ class RAdam(BenchOptimizer):
         # As in torch's multi-tensor path, complex tensors are viewed as real before the
         # weight decay (a real multiply-add rounds differently from a complex one).
         params, grads = view_as_real(params), view_as_real(grads)
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                torch._foreach_mul_(params, 1 - lr * weight_decay)
-            else:
-                grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_weight_decay_foreach(
+            grads, params, lr, weight_decay, group["decoupled_weight_decay"]
+        )
 
         exp_avgs = view_as_real([state["exp_avg"] for state in states])
         exp_avg_sqs = view_as_real([state["exp_avg_sq"] for state in states])

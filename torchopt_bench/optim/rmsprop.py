@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_l2,
+    apply_l2_foreach,
     check_lr,
     check_nonnegative,
     register,
@@ -55,7 +57,7 @@ class RMSprop(BenchOptimizer):
             its root mean square (default False).
         capturable: not supported (raises ValueError when True).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
@@ -64,7 +66,8 @@ class RMSprop(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.RMSprop"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
+    fused_scalars_read_steps = False
 
     def __init__(
         self,
@@ -132,8 +135,7 @@ class RMSprop(BenchOptimizer):
         for param, grad, state in zip(params, grads, states):
             state["step"] += 1
 
-            if weight_decay != 0:
-                grad = grad.add(param, alpha=weight_decay)
+            grad = apply_l2(grad, param, weight_decay)
 
             param, grad, square_avg = view_as_real([param, grad, state["square_avg"]])
 
@@ -165,8 +167,7 @@ class RMSprop(BenchOptimizer):
         # As in torch's multi-tensor path, complex tensors are viewed as real before the
         # weight decay (a real multiply-add rounds differently from a complex one).
         params, grads = view_as_real(params), view_as_real(grads)
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_l2_foreach(grads, params, weight_decay)
 
         square_avgs = view_as_real([state["square_avg"] for state in states])
 

@@ -59,7 +59,7 @@ class Rprop(BenchOptimizer):
             (default (1e-6, 50)).
         capturable: accepted for torch.optim's signature; only False is supported.
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         maximize: ascend the objective instead of descending (default False).
@@ -68,7 +68,8 @@ class Rprop(BenchOptimizer):
 
     capabilities = Capabilities(complex=True, foreach=True, fused=True)
     reference = "torch.optim.Rprop"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
+    fused_scalars_read_steps = False
 
     def __init__(
         self,

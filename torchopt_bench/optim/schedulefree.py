@@ -79,7 +79,7 @@ class ScheduleFreeAdamW(BenchOptimizer):
             (default 2).
         maximize: ascend the objective instead of descending (default False).
         foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
-        fused: one compiled pass over memory per step (``torch.compile`` of the update,
+        fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.
         differentiable: accepted for torch.optim's signature; only False is supported.
@@ -87,7 +87,7 @@ class ScheduleFreeAdamW(BenchOptimizer):
 
     capabilities = Capabilities(has_train_eval=True, complex=True, foreach=True, fused=True)
     reference = "schedulefree.AdamWScheduleFree"
-    fused_path = "torch.compile"
+    fused_path = "inductor"
 
     def __init__(
         self,

@@ -11,6 +11,8 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
+    apply_l2,
+    apply_l2_foreach,
     check_lr,
     check_nonnegative,
     device_lr,
@@ -105,8 +107,7 @@ class SGD(BenchOptimizer):
         weight_decay, nesterov = group["weight_decay"], group["nesterov"]
 
         for param, grad, state in zip(params, grads, states):
-            if weight_decay != 0:
-                grad = grad.add(param, alpha=weight_decay)
+            grad = apply_l2(grad, param, weight_decay)
 
             if momentum != 0:
                 buf = state.get("momentum_buffer")
@@ -123,8 +124,7 @@ class SGD(BenchOptimizer):
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         weight_decay, nesterov = group["weight_decay"], group["nesterov"]
 
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = apply_l2_foreach(grads, params, weight_decay)
 
         if momentum != 0:
             # A buffer starts as a copy of its first gradient; only existing ones decay.

@@ -14,6 +14,8 @@ from ._base import (
     check_beta,
     check_lr,
     check_nonnegative,
+    decoupled_shrink,
+    decoupled_shrink_foreach,
     register,
     scalar_dtype,
 )
@@ -218,8 +220,7 @@ class Sophia(BenchOptimizer):
         for param, grad, state in zip(params, grads, states):
             state["step"] += 1
 
-            if weight_decay != 0:
-                param.mul_(1 - lr * weight_decay)
+            decoupled_shrink(param, lr, weight_decay)
 
             exp_avg = state["exp_avg"]
             exp_avg.lerp_(grad.detach(), 1 - beta1)
@@ -234,8 +235,7 @@ class Sophia(BenchOptimizer):
 
         torch._foreach_add_([state["step"] for state in states], 1)
 
-        if weight_decay != 0:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        decoupled_shrink_foreach(params, lr, weight_decay)
 
         exp_avgs = [state["exp_avg"] for state in states]
         torch._foreach_lerp_(exp_avgs, [grad.detach() for grad in grads], 1 - beta1)
