@@ -169,6 +169,11 @@ MALFORMED = [
         r"column DER_mass_vis must be numeric, but row 4 \(line 5 of the file\) holds 'nan'",
     ),
     (
+        "inf cell",
+        _set_field(5, "PRI_met", "inf"),
+        r"column PRI_met holds inf in row 4 \(line 5 of the file\) \(1 row\(s\) in all\)",
+    ),
+    (
         "NA weight",
         _set_field(3, "Weight", "NA"),
         r"column Weight must be numeric, but row 2 \(line 3 of the file\) holds 'NA'",

@@ -382,6 +382,14 @@ def _check_numeric(path: Path, df: pd.DataFrame, column: str) -> None:
             f"in all); a row with too few fields reads this way too. Every row needs all "
             f"{len(df.columns)} fields; missing values are written {MISSING_VALUE}."
         )
+    infinite = np.flatnonzero(np.isinf(values.to_numpy(dtype=np.float64)))
+    if len(infinite):
+        row = int(infinite[0])
+        raise HiggsDataError(
+            f"{path}: column {column} holds {float(values.iloc[row])!r} in {_line(row)} "
+            f"({len(infinite)} row(s) in all); the challenge's values are all finite. Fix or "
+            f"remove those rows (missing values are written {MISSING_VALUE})."
+        )
 
 
 def _check_codes(path: Path, df: pd.DataFrame, column: str, allowed: dict[str, Any]) -> None:
