@@ -232,3 +232,29 @@ def test_a_parameter_whose_shape_changes_is_refused() -> None:
         param.grad = torch.ones_like(param)
         with pytest.raises(RuntimeError):
             optimizer.step()
+
+
+def test_step_counters_on_another_device_advance_outside_the_call() -> None:
+    """A ``step`` counter that does not live on its parameter's device (here on ``meta``,
+    which Lion's scalars never read) is advanced before the compiled call, the others in
+    it; the parameters move as in the per-tensor loop."""
+    cls = OPTIMIZERS["Lion"]
+    start = [torch.linspace(-1, 1, 6, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)]
+    results = []
+    for fused in (False, True):
+        params = [t.clone().requires_grad_() for t in start]
+        optimizer = cls(params, lr=0.1, fused=fused)
+        for p in params:
+            p.grad = torch.cos(p.detach())
+        optimizer.step()
+        away = torch.zeros((), device="meta")
+        optimizer.state[params[0]]["step"] = away
+        for p in params:
+            p.grad = torch.sin(p.detach())
+        optimizer.step()
+        if fused:
+            assert away.device.type == "meta" and optimizer.state[params[0]]["step"] is away
+            assert optimizer.state[params[1]]["step"].item() == 2
+        results.append([p.detach() for p in params])
+    for fused, plain in zip(*results):
+        assert_close(fused, plain, RTOL, "param")

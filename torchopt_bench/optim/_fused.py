@@ -211,15 +211,25 @@ def run_fused(
     by_device: dict[torch.device, list[int]] = {}
     for index, row in enumerate(rows):
         by_device.setdefault(row[0].device, []).append(index)
+    # Counters on a device with parameters advance in that device's call, the others here.
+    steps_by_device: dict[torch.device, list[Tensor]] = {device: [] for device in by_device}
+    eager = []
+    for step in steps:
+        steps_by_device.get(step.device, eager).append(step)
+    if eager:
+        torch._foreach_add_(eager, 1)
     for device, indices in by_device.items():
-        device_steps = [steps[i] for i in indices]
-        in_graph = [step for step in device_steps if step.device == device]
-        if len(in_graph) != len(device_steps):
-            torch._foreach_add_([step for step in device_steps if step.device != device], 1)
         device_rows = [rows[i] for i in indices]
         device_scalars = [scalar_rows[i] for i in indices]
         _run_on_device(
-            update, flags, maximize, device_rows, in_graph, device_scalars, device, plans
+            update,
+            flags,
+            maximize,
+            device_rows,
+            steps_by_device[device],
+            device_scalars,
+            device,
+            plans,
         )
 
 
