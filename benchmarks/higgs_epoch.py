@@ -2,16 +2,17 @@
 
 One epoch over 818,238 synthetic events of the real data's shape (41 standardised features:
 the 30 of the file and 11 missing-value indicators; a third of them signal; positive
-weights), the notebook's MLP (41 -> 64 x 4 -> 1), Adam at lr 1e-3 and the class-balanced
-weighted BCE of ``task=higgs``, at batch sizes 256, 1024 and 4096. Per batch size, in the
-same process:
+weights), the notebook's MLP (41 -> 64 x 4 -> 1), Adam as ``conf/optimizer/adam.yaml``
+builds it (lr 1e-3; ``foreach: null``, which on the CPU is the per-tensor loop) and the
+class-balanced weighted BCE of ``task=higgs``, at batch sizes 256, 1024 and 4096. Per batch
+size, in the same process:
 
 * ``trainer``: :class:`~torchopt_bench.trainer.Trainer` on
   :class:`~torchopt_bench.tasks.higgs.HiggsTask`, as a run does it (data as tensors on the
   device, a seeded permutation per epoch sliced into index batches, the closure, the
   loss accumulation, the norms of the last step), from ``wall_time_s``;
-* ``plain``: the same steps as a bare loop (permutation, gather, forward, backward, step),
-  the floor the trainer's per-batch overhead is measured against;
+* ``plain``: the same steps as a bare loop (permutation, the task's gathers and loss,
+  forward, backward, step), the floor the trainer's per-batch overhead is measured against;
 * ``dataloader``: ``torch.utils.data.DataLoader(TensorDataset(X, y, w), shuffle=True)``,
   the same model, loss and optimizer: the usual baseline, with per-sample indexing and
   collation.
@@ -21,9 +22,13 @@ validation split a quarter the size of the training split, as in the full file: 
 against 200,000 events) are timed by the trainer as ``eval_time_s`` and reported as a share
 of the epoch's training time.
 
+All three loops use the same optimizer settings. ``--foreach true`` (or ``false``) overrides
+the config's ``foreach``, to time the multi-tensor path as ``optimizer.foreach=true`` runs it.
+
 Run from the repository root (on a shared machine, serialised with the other benchmarks)::
 
     flock /tmp/bench.lock python -m benchmarks.higgs_epoch
+    flock /tmp/bench.lock python -m benchmarks.higgs_epoch --batch-sizes 4096 --foreach true
     python -m benchmarks.higgs_epoch --events 200000 --batch-sizes 1024 --device cuda
 """
 
@@ -35,22 +40,47 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.optim import Optimizer
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchopt_bench.data.higgs import FULL_DATASET_EVENTS, HiggsData, HiggsSplit
 from torchopt_bench.models import MLP
-from torchopt_bench.optim import Adam
 from torchopt_bench.runtime import resolve_device
-from torchopt_bench.tasks.higgs import HiggsTask, class_balanced_weights
+from torchopt_bench.tasks.higgs import HiggsTask, class_balanced_weights, weighted_bce
+from torchopt_bench.tasks.network import rows
 from torchopt_bench.tracking import RunRecorder
 from torchopt_bench.trainer import Trainer
 
 N_FEATURES = 41
+#: The optimizer config a run with the default ``optimizer=adam`` builds from.
+ADAM_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "optimizer" / "adam.yaml"
+
+OptimizerFactory = Callable[[Any], Optimizer]
+
+
+def adam_factory(foreach: bool | None = None) -> tuple[OptimizerFactory, str]:
+    """Adam as ``conf/optimizer/adam.yaml`` builds it (``foreach`` overriding the config's
+    value when given), and a description of the update path it takes."""
+    cfg = OmegaConf.load(ADAM_CONFIG)
+    if foreach is not None:
+        cfg.foreach = foreach
+    if cfg.get("fused"):
+        path = "fused"
+    elif cfg.get("foreach"):
+        path = "foreach"
+    elif cfg.get("foreach") is False:
+        path = "per-tensor loop"
+    else:
+        path = "foreach null: the per-tensor loop on the CPU, foreach on accelerators"
+    return instantiate(cfg), f"Adam lr {cfg.lr:g} ({path})"
 
 
 def synthetic_split(n: int, rng: np.random.Generator) -> HiggsSplit:
@@ -73,7 +103,11 @@ def synthetic_data(n_train: int, seed: int = 0) -> HiggsData:
 
 
 def time_trainer(
-    data: HiggsData, batch_size: int, device: torch.device, log_norms: bool
+    data: HiggsData,
+    batch_size: int,
+    device: torch.device,
+    log_norms: bool,
+    factory: OptimizerFactory,
 ) -> tuple[float, float, int]:
     """Training and evaluation seconds of one trainer epoch, and its steps."""
     torch.manual_seed(0)
@@ -81,7 +115,7 @@ def time_trainer(
     task.setup_data(data, device, torch.float32, seed=0)
     trainer = Trainer(epochs=1, batch_size=batch_size, progress=False, log_norms=log_norms)
     with tempfile.TemporaryDirectory() as tmp, RunRecorder(Path(tmp), tensorboard=False) as rec:
-        summary = trainer.fit(task, lambda p: Adam(p, lr=1e-3), rec)
+        summary = trainer.fit(task, factory, rec)
     return summary["wall_time_s"], summary["eval_time_s"], summary["steps"]
 
 
@@ -97,8 +131,7 @@ def _tensors(data: HiggsData, device: torch.device) -> tuple[torch.Tensor, ...]:
 
 def _step(model, opt, xb, yb, wb) -> torch.Tensor:
     opt.zero_grad(set_to_none=True)
-    loss = (wb * F.binary_cross_entropy_with_logits(model(xb), yb, reduction="none")).sum()
-    loss = loss / wb.sum()
+    loss = weighted_bce(model(xb), yb, wb)
     loss.backward()
     opt.step()
     return loss
@@ -109,28 +142,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_plain(data: HiggsData, batch_size: int, device: torch.device) -> float:
+def time_plain(
+    data: HiggsData, batch_size: int, device: torch.device, factory: OptimizerFactory
+) -> float:
     """Seconds of one epoch of the bare loop over device tensors."""
     X, y, w = _tensors(data, device)
     torch.manual_seed(0)
     model = MLP(X.shape[1]).to(device)
-    opt = Adam(model.parameters(), lr=1e-3)
+    opt = factory(model.parameters())
     gen = torch.Generator(device=device).manual_seed(0)
     _sync(device)
     start = time.perf_counter()
     for idx in torch.randperm(len(y), generator=gen, device=device).split(batch_size):
-        _step(model, opt, X[idx], y[idx], w[idx])
+        _step(model, opt, rows(X, idx), rows(y, idx), rows(w, idx))
     _sync(device)
     return time.perf_counter() - start
 
 
-def time_dataloader(data: HiggsData, batch_size: int, device: torch.device) -> float:
+def time_dataloader(
+    data: HiggsData, batch_size: int, device: torch.device, factory: OptimizerFactory
+) -> float:
     """Seconds of one epoch with a shuffling DataLoader over a TensorDataset (host
     tensors, each batch copied to the device, as such a loop usually runs)."""
     X, y, w = _tensors(data, torch.device("cpu"))
     torch.manual_seed(0)
     model = MLP(X.shape[1]).to(device)
-    opt = Adam(model.parameters(), lr=1e-3)
+    opt = factory(model.parameters())
     loader = DataLoader(TensorDataset(X, y, w), batch_size=batch_size, shuffle=True)
     _sync(device)
     start = time.perf_counter()
@@ -140,10 +177,10 @@ def time_dataloader(data: HiggsData, batch_size: int, device: torch.device) -> f
     return time.perf_counter() - start
 
 
-def _warm_up(data: HiggsData, device: torch.device) -> None:
+def _warm_up(device: torch.device, factory: OptimizerFactory) -> None:
     small = synthetic_data(20_000, seed=1)
-    time_trainer(small, 1024, device, log_norms=True)
-    time_plain(small, 1024, device)
+    time_trainer(small, 1024, device, log_norms=True, factory=factory)
+    time_plain(small, 1024, device, factory)
 
 
 def main() -> None:
@@ -152,18 +189,24 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-dataloader", action="store_true", help="skip the baseline")
+    parser.add_argument(
+        "--foreach",
+        choices=["true", "false"],
+        help="override conf/optimizer/adam.yaml's foreach (default: the config's value)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    factory, described = adam_factory(None if args.foreach is None else args.foreach == "true")
     data = synthetic_data(args.events)
     print(
         f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
         f"{args.events:,} training events x {N_FEATURES} features, "
-        f"{len(data.val):,} validation events"
+        f"{len(data.val):,} validation events; {described}"
     )
-    _warm_up(data, device)
+    _warm_up(device, factory)
 
     header = (
         f"{'batch':>6} {'steps':>6} {'trainer/s':>11} {'plain/s':>11} {'loader/s':>11} "
@@ -172,13 +215,16 @@ def main() -> None:
     print(header)
     results = []
     for batch in args.batch_sizes:
-        train_s, eval_s, steps = time_trainer(data, batch, device, log_norms=True)
-        quiet_s, _, _ = time_trainer(data, batch, device, log_norms=False)
-        plain_s = time_plain(data, batch, device)
-        loader_s = float("nan") if args.no_dataloader else time_dataloader(data, batch, device)
+        train_s, eval_s, steps = time_trainer(data, batch, device, True, factory)
+        quiet_s, _, _ = time_trainer(data, batch, device, False, factory)
+        plain_s = time_plain(data, batch, device, factory)
+        loader_s = (
+            float("nan") if args.no_dataloader else time_dataloader(data, batch, device, factory)
+        )
         n = args.events
         row = {
             "batch_size": batch,
+            "optimizer": described,
             "steps": steps,
             "trainer_samples_per_s": n / train_s,
             "trainer_no_norms_samples_per_s": n / quiet_s,

@@ -20,7 +20,8 @@ from torchopt_bench.data.higgs import load_higgs
 from torchopt_bench.metrics import ams, best_ams, weighted_auc
 from torchopt_bench.models import MLP
 from torchopt_bench.runtime import seed_everything
-from torchopt_bench.tasks.higgs import HiggsTask
+from torchopt_bench.tasks.higgs import HiggsTask, weighted_bce
+from torchopt_bench.tasks.network import rows
 from torchopt_bench.tracking import RunRecorder
 from torchopt_bench.trainer import CHECKPOINT_NAME, Trainer
 
@@ -171,6 +172,78 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path: Path, higgs_file: 
 def test_checkpoint_interval_is_validated() -> None:
     with pytest.raises(ValueError, match="checkpoint_every must be a non-negative"):
         Trainer(checkpoint_every=-1)
+
+
+# --- The training step's operations ---------------------------------------------------------
+
+
+def _module_by_module(model: MLP, x: torch.Tensor) -> torch.Tensor:
+    """The MLP's output by calling its submodules in turn, as ``nn.Sequential`` does."""
+    for module in model:
+        x = module(x)
+    return x.squeeze(-1)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "silu"])
+def test_mlp_forward_is_its_modules_called_in_turn(activation: str) -> None:
+    torch.manual_seed(0)
+    model = MLP(7, hidden=(6, 5), activation=activation)
+    x = torch.randn(33, 7)
+    kept = x.clone()
+    out = model(x)
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    ref = _module_by_module(model, x)
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(model.parameters()))
+    assert torch.equal(out, ref)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.equal(g, r)
+    # The in-place activation works on the layers' outputs, never on the input.
+    assert torch.equal(x, kept)
+    assert list(model.state_dict()) == [f"{i}.{k}" for i in (0, 2, 4) for k in ("weight", "bias")]
+
+
+def test_mlp_second_derivatives_match_the_modules() -> None:
+    # Hessian-vector products (Newton, Sophia) differentiate through the in-place ReLU.
+    torch.manual_seed(1)
+    model = MLP(5, hidden=(8, 8))
+    x, v = torch.randn(20, 5), [torch.randn_like(p) for p in model.parameters()]
+
+    def hvp(forward) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(
+            forward(x).sigmoid().sum(), list(model.parameters()), create_graph=True
+        )
+        dot = sum((g * u).sum() for g, u in zip(grads, v, strict=True))
+        return list(torch.autograd.grad(dot, list(model.parameters()), allow_unused=True))
+
+    for h, r in zip(hvp(model), hvp(lambda t: _module_by_module(model, t)), strict=True):
+        torch.testing.assert_close(h, r, rtol=0, atol=0)
+
+
+def test_rows_gathers_an_index_batch_and_views_the_full_batch() -> None:
+    data = torch.arange(40.0).reshape(10, 4)
+    idx = torch.tensor([7, 2, 2, 9])
+    np.testing.assert_array_equal(rows(data, idx).numpy(), data.numpy()[[7, 2, 2, 9]])
+    np.testing.assert_array_equal(rows(data[:, 0], idx).numpy(), [28.0, 8.0, 8.0, 36.0])
+    whole = rows(data, slice(None))
+    assert whole.data_ptr() == data.data_ptr() and whole.shape == data.shape
+
+
+def test_loss_of_an_index_batch_is_the_weighted_mean_event_loss(higgs_file: Path) -> None:
+    task = HiggsTask(data={"path": str(higgs_file)})
+    seed_everything(0)
+    task.setup(torch.device("cpu"), torch.float32, 0)
+    train = task.splits["train"]
+    idx = torch.tensor([5, 0, 17, 3, 3, 11])
+    loss = task.loss(idx)
+    with torch.no_grad():
+        z = task.model(train.X[idx]).double().numpy()
+    y, w = train.y.numpy()[idx.numpy()], train.loss_w.numpy()[idx.numpy()].astype(np.float64)
+    # -[y log s(z) + (1 - y) log(1 - s(z))], written stably.
+    per_event = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    assert float(loss) == pytest.approx((w * per_event).sum() / w.sum(), rel=1e-6)
+    assert weighted_bce(torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([2.0])).item() == (
+        pytest.approx(np.log(2.0))
+    )
 
 
 # --- Time to target ----------------------------------------------------------------------------

@@ -46,11 +46,11 @@ from ..metrics import ams_at_threshold, ranking_metrics, weighted_auc
 from ..models import MLP
 from ..network_figures import ams_threshold_figure, curves_figure, roc_figure, score_figure
 from ..tracking import RunRecorder, describe_file
-from .network import NetworkTask
+from .network import NetworkTask, rows
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTINGS", "HiggsTask", "class_balanced_weights"]
+__all__ = ["WEIGHTINGS", "HiggsTask", "class_balanced_weights", "weighted_bce"]
 
 #: Loss weightings (see the module docstring).
 WEIGHTINGS = ("balanced", "physics", "file")
@@ -68,6 +68,19 @@ def class_balanced_weights(y: np.ndarray, w: np.ndarray) -> np.ndarray:
         if total > 0:
             out[mask] *= 0.5 * n / total
     return out
+
+
+def weighted_bce(logits: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """The event-weighted binary cross-entropy on logits,
+    :math:`\\sum_i w_i \\ell_i / \\sum_i w_i`: the per-event losses of
+    ``F.binary_cross_entropy_with_logits``, weighted and summed.
+
+    Passing the weights to the kernel instead (``weight=w, reduction="sum"``) gives the
+    same loss with one kernel fewer each way, but measured no faster at batch 256 or 4096
+    and rounds the gradient differently in the last bit, so this form stays.
+    """
+    losses = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    return (w * losses).sum() / w.sum()
 
 
 def _loss_weights(split: HiggsSplit, weighting: str) -> np.ndarray:
@@ -183,20 +196,16 @@ class HiggsTask(NetworkTask):
             ", ".join(f"{k} {v.n}" for k, v in self.splits.items()),
         )
 
-    def _weighted_bce(self, logits: Tensor, y: Tensor, w: Tensor) -> Tensor:
-        losses = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-        return (w * losses).sum() / w.sum()
-
     def loss(self, batch: Tensor | slice) -> Tensor:
         train = self.splits["train"]
-        logits = self.model(train.X[batch])
-        return self._weighted_bce(logits, train.y[batch], train.loss_w[batch])
+        logits = self.model(rows(train.X, batch))
+        return weighted_bce(logits, rows(train.y, batch), rows(train.loss_w, batch))
 
     def _device_scores(self, split: _DeviceSplit) -> tuple[Tensor, Tensor]:
         """The weighted loss and the signal scores (float64, so that scores near 0 or 1
         stay distinct) of a whole split, on the device."""
         logits = self._outputs(split.X)
-        loss = self._weighted_bce(logits, split.y, split.loss_w)
+        loss = weighted_bce(logits, split.y, split.loss_w)
         return loss, torch.sigmoid(logits.to(torch.float64))
 
     def _scored(self, split: _DeviceSplit) -> tuple[float, np.ndarray]:
