@@ -32,7 +32,7 @@ from torch import Tensor
 from ..models import MLP, SmallCNN
 from ..network_figures import curves_figure
 from ..tracking import RunRecorder, describe_file
-from .network import NetworkTask
+from .network import NetworkTask, rows
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ class DigitsTask(NetworkTask):
         )
 
     def loss(self, batch: Tensor | slice) -> Tensor:
-        return F.cross_entropy(self.model(self.X["train"][batch]), self.y["train"][batch])
+        return F.cross_entropy(
+            self.model(rows(self.X["train"], batch)), rows(self.y["train"], batch)
+        )
 
     def _scores(self, name: str) -> tuple[float, float, Tensor]:
         """Mean cross-entropy, accuracy and the predicted classes of a whole split."""
