@@ -258,3 +258,27 @@ def test_step_counters_on_another_device_advance_outside_the_call() -> None:
         results.append([p.detach() for p in params])
     for fused, plain in zip(*results):
         assert_close(fused, plain, RTOL, "param")
+
+
+def test_loading_a_state_dict_drops_the_compiled_plans() -> None:
+    """``load_state_dict`` replaces the state tensors (ASGD's eta and mu become float64
+    here): the optimizer forgets the plans made for the old ones, and the continuation
+    equals the per-tensor loop's."""
+    cls = OPTIMIZERS["ASGD"]
+    start = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    results = []
+    for fused in (False, True):
+        param = start.clone().requires_grad_()
+        optimizer = cls([param], lr=0.1, lambd=0.01, fused=fused)
+        for step in range(4):
+            param.grad = torch.sin(param.detach() + step)
+            optimizer.step()
+            if step == 1:
+                if fused:
+                    assert optimizer.__dict__.get("_fused_plans")
+                optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+                assert "_fused_plans" not in optimizer.__dict__
+        assert optimizer.state[param]["eta"].dtype == torch.float64
+        results.append((param.detach(), optimizer.state[param]["ax"]))
+    assert_close(results[1][0], results[0][0], RTOL, "param")
+    assert_close(results[1][1], results[0][1], RTOL, "ax")

@@ -269,6 +269,9 @@ class BenchOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        # load_state_dict comes through here with new state tensors: the fused path's
+        # plans (keyed by the identities of the old ones) are dropped with them.
+        self.__dict__.pop("_fused_plans", None)
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
