@@ -282,3 +282,21 @@ def test_loading_a_state_dict_drops_the_compiled_plans() -> None:
         results.append((param.detach(), optimizer.state[param]["ax"]))
     assert_close(results[1][0], results[0][0], RTOL, "param")
     assert_close(results[1][1], results[0][1], RTOL, "ax")
+
+
+def test_a_failed_compilation_names_the_way_out(monkeypatch) -> None:
+    """When inductor cannot compile (no C++ compiler, say), the step stops with an error
+    that names the method and the default path, not inductor's own traceback alone."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError("no compiler found")
+
+    monkeypatch.setattr(torch._inductor, "compile", refuse)
+    monkeypatch.setattr(_fused, "_CACHE", {})
+    param = torch.ones(3, 2, requires_grad=True)
+    optimizer = OPTIMIZERS["Yogi"]([param], fused=True)
+    param.grad = torch.ones_like(param)
+    with pytest.raises(RuntimeError, match=r"could not compile the Yogi update for cpu .*"
+                       r"no compiler found.*fused=False"):  # fmt: skip
+        optimizer.step()
+    assert torch.equal(param.detach(), torch.ones(3, 2))

@@ -122,7 +122,15 @@ def _compile(
     device = flat[-1].device
     if device.type == "cpu" and max(row[0].numel() for row in rows) < SERIAL_NUMEL:
         options["cpp.threads"] = 1
-    compiled = torch._inductor.compile(graph, flat, options=options)
+    try:
+        compiled = torch._inductor.compile(graph, flat, options=options)
+    except Exception as err:
+        needs = "a C++ compiler" if device.type == "cpu" else "Triton"
+        raise RuntimeError(
+            f"fused=True could not compile the {update.__qualname__.split('.')[0]} update "
+            f"for {device.type} ({type(err).__name__}: {err}); inductor needs {needs} for "
+            "it. Use the default path (fused=False) or install what inductor needs."
+        ) from err
     seconds = time.perf_counter() - start
 
     name = update.__qualname__
