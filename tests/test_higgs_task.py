@@ -169,6 +169,51 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path: Path, higgs_file: 
         fit(HiggsTask(data=data), tmp_path, epochs=3, batch_size=32, resume=True)
 
 
+def test_resume_refuses_other_optimizer_settings(tmp_path: Path, higgs_file: Path) -> None:
+    """The checkpoint's param groups would win over a changed learning rate while the
+    recorded config said otherwise: resuming with other settings is refused, by name."""
+    data = {"path": str(higgs_file), "cache": False}
+    seed_everything(0)
+    task = HiggsTask(data=data)
+    task.setup(torch.device("cpu"), torch.float32, 0)
+    options = {"epochs": 2, "batch_size": 64, "checkpoint_every": 1, "progress": False}
+    with RunRecorder(tmp_path, tensorboard=False) as recorder:
+        Trainer(**options).fit(task, optimizer("adam", lr=0.01), recorder)
+    task = HiggsTask(data=data)
+    task.setup(torch.device("cpu"), torch.float32, 0)
+    options.update(epochs=3, resume=True)
+    with RunRecorder(tmp_path, tensorboard=False) as recorder:
+        with pytest.raises(
+            ValueError, match=r"another run \(optimizer.lr: 0.01 in the checkpoint, 0.05 now\)"
+        ):
+            Trainer(**options).fit(task, optimizer("adam", lr=0.05), recorder)
+        # The same settings continue it.
+        summary = Trainer(**options).fit(task, optimizer("adam", lr=0.01), recorder)
+    assert summary["resumed_from_epoch"] == 2 and summary["epochs"] == 3
+
+
+def test_compilation_of_a_fused_update_is_kept_out_of_the_step_time(
+    tmp_path: Path, higgs_file: Path
+) -> None:
+    """A fused optimizer compiles its update during its first step; ``wall_time_s`` leaves
+    that out and ``compile_time_s`` holds it (the process-wide compile log's seconds)."""
+    from torchopt_bench.optim import _fused
+
+    data = {"path": str(higgs_file), "cache": False}
+    seed_everything(0)
+    task = HiggsTask(data=data, model={"hidden": [7, 5]})  # a layout no test compiles
+    task.setup(torch.device("cpu"), torch.float32, 0)
+    before = len(_fused.cache_info()["compiles"])
+    with RunRecorder(tmp_path, tensorboard=False) as recorder:
+        summary = Trainer(epochs=2, batch_size=256, progress=False).fit(
+            task, optimizer("rmsprop", lr=0.01, fused=True), recorder
+        )
+    compiled = [seconds for _, _, seconds in _fused.cache_info()["compiles"][before:]]
+    assert compiled, "the fused update did not compile in this run"
+    assert summary["compile_time_s"] == pytest.approx(sum(compiled))
+    assert 0 < summary["wall_time_s"] < summary["compile_time_s"]
+
+
 def test_checkpoint_interval_is_validated() -> None:
     with pytest.raises(ValueError, match="checkpoint_every must be a non-negative"):
         Trainer(checkpoint_every=-1)
@@ -420,3 +465,21 @@ def test_cli_downloads_the_file_when_asked(cli, tmp_path: Path, served_sample) -
     assert result.returncode == 0, result.stderr
     assert result.summary["data"]["sha256"] == sha256
     assert target.is_file()
+
+
+def test_a_non_finite_metric_is_named_in_the_divergence_reason(
+    tmp_path: Path, higgs_file: Path
+) -> None:
+    class NanLoss(HiggsTask):
+        def evaluate(self, epoch: int) -> dict[str, float]:
+            return {**super().evaluate(epoch), "val/loss": float("nan")}
+
+    seed_everything(0)
+    task = NanLoss(data={"path": str(higgs_file), "cache": False})
+    task.setup(torch.device("cpu"), torch.float32, 0)
+    with RunRecorder(tmp_path, tensorboard=False) as recorder:
+        summary = Trainer(epochs=3, batch_size=64, progress=False).fit(
+            task, optimizer("adam", lr=0.01), recorder
+        )
+    assert summary["status"] == "diverged" and summary["epochs"] == 1
+    assert summary["diverged_reason"] == "non-finite metric (val/loss = nan)"

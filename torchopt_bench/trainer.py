@@ -27,7 +27,12 @@ Time to target, as AlgoPerf measures training algorithms: for each metric the ta
 :meth:`~torchopt_bench.tasks.base.Task.targets` (``val/auc >= 0.9``, say), the first epoch
 whose history row reaches it, with the optimizer steps and the training wall time up to that
 epoch (``wall_time_s``, the steps alone, evaluation excluded as in AlgoPerf's submission
-time) and the time including the evaluations (``elapsed_s``).
+time, and the one-off compilation of a fused optimizer's update too) and the time
+including the evaluations (``elapsed_s``).
+
+Resuming checks that the checkpoint belongs to this run: the same task, optimizer classes,
+parameter shapes, batch size and optimizer settings as built (``optimizer.lr`` and the
+rest); any difference is refused with the settings named. The number of epochs may grow.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from .optim import Capabilities
+from .optim._fused import compile_seconds
 from .tasks.base import Task
 from .tracking import RunRecorder
 
@@ -59,7 +65,7 @@ __all__ = ["CHECKPOINT_NAME", "Trainer", "capabilities_of"]
 
 #: The checkpoint file in the run directory.
 CHECKPOINT_NAME = "checkpoint.pt"
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 
 OptimizerFactory = Callable[[Any], Optimizer]
 
@@ -244,8 +250,9 @@ class Trainer:
         Fields: ``status`` (``ok`` or ``diverged``), ``steps``, ``epochs`` (network tasks
         only: a test function's "epoch" is a single step, so its summary counts ``steps``
         alone), ``final_loss``, ``wall_time_s`` (the optimisation steps alone, without
-        evaluation and figures), ``eval_time_s`` and, for a divergence,
-        ``diverged_at_step`` and ``diverged_reason``.
+        evaluation and figures, and without the compilation of a fused update, which is
+        ``compile_time_s``), ``eval_time_s`` and, for a divergence, ``diverged_at_step``
+        and ``diverged_reason``.
         With targets (:meth:`Task.targets`): ``time_to_target`` (per metric: ``target``,
         ``reached``, ``epoch``, ``steps``, ``wall_time_s``, ``elapsed_s``) and, for the first
         target, ``steps_to_target`` and ``time_to_target_s`` (None if never reached). A
@@ -264,7 +271,7 @@ class Trainer:
 
         n_epochs = task.plan(self.config())
         step = 0
-        train_time = eval_time = 0.0
+        train_time = eval_time = compile_time = 0.0
         status, reason = "ok", None
         device = params[0].device if params else torch.device("cpu")
         last: dict[str, Any] = {}
@@ -285,6 +292,7 @@ class Trainer:
             "optimizers": [type(opt).__name__ for opt in optimizers],
             "shapes": [list(p.shape) for p in params],
             "batch_size": self.batch_size,
+            **_hyperparameters(optimizers),
         }
 
         def set_modes(training: bool) -> None:
@@ -335,6 +343,7 @@ class Trainer:
             start_epoch = resumed["epoch"] + 1
             step = resumed["step"]
             train_time, eval_time = resumed["train_time"], resumed["eval_time"]
+            compile_time = resumed.get("compile_time", 0.0)
             reached = resumed["reached"]
             recorder.history[:] = resumed["history"]
             last = recorder.history[-1] if recorder.history else {}
@@ -362,6 +371,7 @@ class Trainer:
             # The steps' losses stay on the device and are summed once after the epoch:
             # no per-step kernel or host synchronisation for the bookkeeping.
             losses: list[Tensor] = []
+            compiled_before = compile_seconds()
             start = time.perf_counter()
             for i, batch in enumerate(batches):
                 record = norms if (self.log_norms and i == len(batches) - 1) else None
@@ -372,7 +382,10 @@ class Trainer:
                 step += 1
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            train_time += time.perf_counter() - start
+            # A fused optimizer's first steps compile its update: counted apart.
+            compiled = compile_seconds() - compiled_before
+            train_time += time.perf_counter() - start - compiled
+            compile_time += compiled
 
             start = time.perf_counter()
             set_modes(training=False)
@@ -388,10 +401,10 @@ class Trainer:
             row = {"step": step, "epoch": epoch, "train/loss": step_loss}
             row.update(task.evaluate(epoch))
             row["lr"] = self._lr(primary)
-            if status == "ok" and not all(
-                math.isfinite(v) for v in row.values() if isinstance(v, float)
-            ):
-                status, reason = "diverged", "non-finite metric"
+            infinite = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+            if status == "ok" and infinite:
+                named = ", ".join(f"{k} = {row[k]}" for k in infinite)
+                status, reason = "diverged", f"non-finite metric ({named})"
             if self.log_norms:
                 row.update({f"opt/{k}": v for k, v in norms.items()})
             recorder.log_row(step, row)
@@ -431,6 +444,7 @@ class Trainer:
                         "step": step,
                         "train_time": train_time,
                         "eval_time": eval_time,
+                        "compile_time": compile_time,
                         "reached": reached,
                         "history": recorder.history,
                         "task": task.state_dict(),
@@ -451,6 +465,7 @@ class Trainer:
             lr=self._lr(primary),
             wall_time_s=train_time,
             eval_time_s=eval_time,
+            compile_time_s=compile_time,
         )
         if status == "diverged":
             summary.update(diverged_at_step=step, diverged_reason=reason)
@@ -517,6 +532,21 @@ class Trainer:
     def _lr(optimizer: Optimizer) -> float:
         lr = optimizer.param_groups[0].get("lr", float("nan"))
         return float(lr)
+
+
+def _hyperparameters(optimizers: list[Optimizer]) -> dict[str, str]:
+    """Each optimizer's settings as built, ``optimizer.lr`` (``optimizer[1].lr`` for a
+    second optimizer, ``optimizer.group[1].lr`` for a second param group) to the value's
+    repr: a checkpoint records them, and resuming with other settings is refused."""
+    out = {}
+    for i, opt in enumerate(optimizers):
+        name = "optimizer" if len(optimizers) == 1 else f"optimizer[{i}]"
+        for j, group in enumerate(opt.param_groups):
+            prefix = name if len(opt.param_groups) == 1 else f"{name}.group[{j}]"
+            for key, value in group.items():
+                if key != "params":
+                    out[f"{prefix}.{key}"] = repr(value)
+    return out
 
 
 def trainer_from_config(cfg: Mapping[str, Any], fallback: OptimizerFactory | None) -> Trainer:

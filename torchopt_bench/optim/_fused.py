@@ -48,14 +48,23 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FusedUpdate", "compiled_update", "run_fused", "cache_info", "clear_cache"]
+__all__ = [
+    "FusedUpdate",
+    "compiled_update",
+    "run_fused",
+    "compile_seconds",
+    "cache_info",
+    "clear_cache",
+]
 
 #: ``update(flags, param, grad, *state, s)``: in-place update of one tensor and its state.
 FusedUpdate = Callable[..., None]
 
 _CACHE: dict[tuple, Callable[..., None]] = {}
-#: Compilations done in this process, with their first-call seconds (for logs and tests).
+#: Compilations done in this process, with their seconds (for logs and tests).
 _COMPILES: list[tuple[str, int, float]] = []
+#: Their seconds in all, read by the trainer to keep compilation out of step times.
+_COMPILE_SECONDS = [0.0]
 #: Below this many entries per tensor, a CPU layout is compiled single-threaded, as eager
 #: torch does not parallelise an operation under its grain size of 32768 entries: waking
 #: OpenMP threads for kernels this small costs more than they save, the more so on a busy
@@ -135,6 +144,7 @@ def _compile(
 
     name = update.__qualname__
     _COMPILES.append((name, len(rows), seconds))
+    _COMPILE_SECONDS[0] += seconds
     kinds = ", ".join(sorted({f"{row[0].dtype}/{row[0].device}" for row in rows}))
     logger.info(
         "compiled the fused %s update for %d tensors (%d entries, %s, flags %s) in %.2f s",
@@ -269,6 +279,12 @@ def _scalar_tensor(scalar_rows: list[list[float]], device: torch.device, plans: 
     if plans is not None:
         plans[("scalars", device)] = (scalar_rows, scalars)
     return scalars
+
+
+def compile_seconds() -> float:
+    """Seconds spent compiling fused updates in this process so far (a training loop
+    subtracts what its steps added, so that step times leave compilation out)."""
+    return _COMPILE_SECONDS[0]
 
 
 def cache_info() -> dict[str, Any]:

@@ -241,11 +241,12 @@ class HiggsTask(NetworkTask):
             "val_auc": last.get("val/auc"),
             "val_ams": last.get("val/ams"),
             "val_threshold": last.get("val/threshold"),
-            "train_auc": last.get("train/auc"),
             "weighting": self.weighting,
             "b_reg": self.b_reg,
             "data": self.data.source,
         }
+        if "train/auc" in last:  # task.train_metrics=full: the whole split's AUC
+            fields["train_auc"] = last["train/auc"]
         threshold = last.get("val/threshold")
         if threshold is None or summary.get("status") != "ok":
             return fields
