@@ -248,6 +248,12 @@ def test_start_points_grid_and_uniform() -> None:
     xs, ys = np.meshgrid(np.linspace(x0, x1, 5), np.linspace(y0, y1, 5))
     np.testing.assert_array_equal(grid[1:], np.stack([xs.ravel(), ys.ravel()], axis=-1))
 
+    # Rosenbrock's window is (-2, 2) x (-1, 3): the 5 x 5 grid holds (1, 1), its minimiser,
+    # as start 14 (y = 1 is the third row of 5, x = 1 the fourth column; start 0 is the
+    # given one).
+    assert (x0, x1, y0, y1) == (-2, 2, -1, 3)
+    assert grid[14].tolist() == [1.0, 1.0]
+
     uniform = start_points(rosen, (-0.5, 0.5), 1000, "uniform", "domain", seed=3)
     low, high = np.array(rosen.domain).T
     assert uniform.shape == (1000, 2) and uniform[0].tolist() == [-0.5, 0.5]
@@ -260,6 +266,17 @@ def test_start_points_grid_and_uniform() -> None:
     )
     # a uniform draw covers the domain: each half of each axis gets about half the starts
     assert abs(np.mean(uniform[1:, 0] < (low[0] + high[0]) / 2) - 0.5) < 0.06
+
+
+def test_grid_starts_on_a_minimiser_are_named(caplog) -> None:
+    rosen = FUNCTIONS["rosenbrock"]
+    with caplog.at_level(logging.WARNING, logger="torchopt_bench.tasks.starts"):
+        start_points(rosen, (-0.5, 0.5), 26, "grid", "window")
+    assert "start(s) 14 lie on a global minimiser" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="torchopt_bench.tasks.starts"):
+        start_points(rosen, (-0.5, 0.5), 37, "grid", "window")  # 6 x 6: no (1, 1)
+    assert "global minimiser" not in caplog.text
 
 
 @pytest.mark.parametrize(

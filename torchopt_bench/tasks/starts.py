@@ -122,6 +122,20 @@ def start_points(
                 n_starts,
                 len(drawn) + 1,
             )
+        minimizers = np.asarray(function.minimizers, dtype=float).reshape(-1, function.dim)
+        scale = np.maximum(high - low, 1e-300)
+        on_minimum = [
+            index + 1
+            for index, point in enumerate(drawn)
+            if np.any(np.all(np.abs(minimizers - point) <= 1e-12 * scale, axis=1))
+        ]
+        if on_minimum:
+            log.warning(
+                "task.starts=grid: start(s) %s lie on a global minimiser: they count as "
+                "successes from step 0 for every optimizer (another number of points per "
+                "axis avoids that)",
+                ", ".join(map(str, on_minimum)),
+            )
     return np.concatenate([first_row, drawn], axis=0)
 
 
