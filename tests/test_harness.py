@@ -111,7 +111,155 @@ def test_invalid_hyperparameter_fails_with_a_clear_message(cli):
     summary = result.summary
     assert summary["status"] == "failed"
     assert summary["error"].startswith("ValueError: Invalid learning rate: -1.0 ")
-    assert "optimizer.KEY=VALUE" in summary["error"]
+    assert (
+        "optimizer.lr must be a non-negative number; set it as optimizer.lr=" in summary["error"]
+    )
+
+
+def last_line(result) -> str:
+    """The one line a failed run leaves on the terminal."""
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("torchopt_bench: run failed: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[-1].removeprefix("torchopt_bench: run failed: ")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # torch.optim's wording for a value that is no number, then the key and the fix.
+        (
+            ("optimizer=adam", "optimizer.lr=abc"),
+            "ValueError: Invalid learning rate: abc (optimizer.lr must be a non-negative "
+            "number; set it as optimizer.lr=VALUE, the defaults are in conf/optimizer/)",
+        ),
+        (
+            ("optimizer=sgd", "optimizer.momentum=abc"),
+            "ValueError: Invalid momentum value: abc (optimizer.momentum must be a "
+            "non-negative number; set it as optimizer.momentum=VALUE, the defaults are in "
+            "conf/optimizer/)",
+        ),
+        (
+            ("optimizer=adam", "optimizer.eps=-1"),
+            "ValueError: Invalid epsilon value: -1 (optimizer.eps must be a non-negative "
+            "number; set it as optimizer.eps=VALUE, the defaults are in conf/optimizer/)",
+        ),
+        (
+            ("optimizer=adam", "optimizer.betas=[0.9,abc]"),
+            "ValueError: Invalid beta parameter at index 1: abc (optimizer.betas must be "
+            "numbers in [0, 1); set it as optimizer.betas=VALUE, the defaults are in "
+            "conf/optimizer/)",
+        ),
+        (
+            ("optimizer=adam", "optimizer.betas=[0.9]"),
+            "ValueError: optimizer.betas must be a list of 2 numbers in [0, 1), got [0.9]; "
+            "set it as optimizer.betas=[0.9,0.999]",
+        ),
+        (
+            ("optimizer=lion", "optimizer.betas=0.9"),
+            "ValueError: optimizer.betas must be a list of 2 numbers in [0, 1), got 0.9; "
+            "set it as optimizer.betas=[0.9,0.99]",
+        ),
+        (("seed=abc",), "ValueError: seed must be an integer, got 'abc'; set it as seed=N"),
+        (("seed=1.5",), "ValueError: seed must be an integer, got 1.5; set it as seed=N"),
+    ],
+)
+def test_bad_value_fails_with_one_line_naming_key_value_and_fix(cli, overrides, message):
+    result = cli(*overrides, "trainer.steps=5", "logger=none")
+    assert result.returncode == 1
+    assert last_line(result) == message
+    assert result.summary["status"] == "failed"
+    assert result.summary["error"] == message
+
+
+def test_bad_higgs_data_settings_name_their_key(cli, tmp_path):
+    from conftest import SAMPLE
+
+    if not SAMPLE.is_file():
+        pytest.skip("the Higgs sample is not beside the checkout")
+    higgs = ("task=higgs", "trainer.epochs=1", "logger=none")
+    result = cli(*higgs, f"task.data.path={SAMPLE}", "task.data.max_events=abc")
+    assert result.returncode == 1
+    assert last_line(result) == (
+        "ValueError: task.data.max_events must be a positive integer or null (every event), "
+        "got 'abc'; set it as task.data.max_events=N"
+    )
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "events.csv.gz").write_bytes(b"")
+    result = cli(*higgs, f"task.data.path={folder}", run_dir=tmp_path / "dir")
+    assert result.returncode == 1
+    assert last_line(result) == (
+        f"DataNotFoundError: task.data.path={folder} is a directory; a data file is expected: "
+        f"the challenge CSV (.csv or .csv.gz); it holds events.csv.gz, e.g. "
+        f"task.data.path={folder / 'events.csv.gz'}"
+    )
+
+
+def test_status_line_shows_the_error_of_a_failed_run_and_only_numbers_that_exist(cli, tmp_path):
+    failed = cli("optimizer=adam", "optimizer.lr=-1.0", "trainer.steps=5", "logger=none")
+    log = (failed.run_dir / "torchopt_bench.log").read_text()
+    assert "None" not in log
+    (status,) = [line for line in log.splitlines() if "Status " in line]
+    assert status.endswith(f"[ERROR] - Status failed: {failed.summary['error']}")
+
+    ok = cli("optimizer=sgd", "trainer.steps=3", "logger=none", run_dir=tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr
+    log = (ok.run_dir / "torchopt_bench.log").read_text()
+    loss = ok.summary["final_loss"]
+    assert f"[INFO] - Status ok after 3 steps; final loss {loss}\n" in log
+
+
+def test_ctrl_c_ends_with_one_line_exit_130_and_keeps_the_outputs(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    run_dir = tmp_path / "run"
+    log = run_dir / "torchopt_bench.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torchopt_bench",
+            "optimizer=sgd",
+            "optimizer.lr=1e-5",
+            "trainer.steps=100000000",
+            "logger=none",
+            "trainer.progress=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and "Optimizer sgd" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)  # into the optimisation loop
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"torchopt_bench: interrupted; the run's outputs are kept in {run_dir}; continue a "
+        "network run with trainer.resume=true hydra.run.dir=DIR when it writes checkpoints "
+        "(trainer.checkpoint_every=N)"
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"] == "interrupted before the run finished"
 
 
 @pytest.mark.parametrize(
@@ -181,7 +329,13 @@ def test_multirun_runs_every_job_and_survives_a_failing_one(cli):
     result = cli(
         "optimizer=sgd,adam", "optimizer.lr=0.001,-1.0", "trainer.steps=10", multirun=True
     )
-    assert result.returncode == 0, result.stderr
+    # Every job ran; the sweep ends with the count of the failed ones and exit status 1.
+    assert result.returncode == 1, result.stderr
+    sweep = result.run_dir
+    assert (
+        f"2 of 4 jobs failed: {sweep / '1'}, {sweep / '3'}; the others finished\n"
+        in result.stdout + result.stderr
+    )
     summaries = [json.loads(p.read_text()) for p in sorted(result.run_dir.glob("*/summary.json"))]
     assert len(summaries) == 4
     by_key = {(s["optimizer"], s["overrides"][1]): s for s in summaries}

@@ -21,6 +21,7 @@ from torchopt_bench.data.higgs import (
     DataNotFoundError,
     DownloadError,
     HiggsDataError,
+    check_options,
     download_higgs,
     load_higgs,
     read_higgs_csv,
@@ -282,6 +283,51 @@ def test_bad_options_are_rejected(opendata_file: Path, kwargs: dict, message: st
         load_higgs(opendata_file, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("max_events", "abc", "a positive integer or None (every event)"),
+        ("max_events", 2.5, "a positive integer or None (every event)"),
+        ("max_events", True, "a positive integer or None (every event)"),
+        ("val_fraction", "abc", "in [0, 1)"),
+        ("test_fraction", None, "in [0, 1)"),
+    ],
+)
+def test_options_of_the_wrong_type_are_named_with_their_key(
+    opendata_file: Path, key: str, value: object, expected: str
+) -> None:
+    import re
+
+    # As the command line passes them: text it could not read as a number.
+    message = f"{key} must be {expected}, got {value!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        load_higgs(opendata_file, **{key: value})
+    # The command line's spelling of None is null.
+    cli_message = "task.data." + message.replace("or None", "or null")
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{cli_message}; set it as ')}"):
+        check_options(prefix="task.data.", **{key: value})
+
+
+def test_a_whole_float_max_events_is_taken_as_its_integer(opendata_file: Path) -> None:
+    assert check_options(max_events=12.0) == 12
+    assert load_higgs(opendata_file, max_events=12.0, cache=False).source["rows"] == 12
+
+
+def test_a_directory_as_path_says_a_file_is_expected(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with pytest.raises(DataNotFoundError) as info:
+        load_higgs(folder)
+    message = str(info.value)
+    assert f"task.data.path={folder} is a directory; a data file is expected" in message
+    assert "holds no .csv or .csv.gz file" in message
+    assert "No Higgs challenge data file" not in message and "\n" not in message
+    # With a data file inside, the message offers it.
+    write(events(ALL_SETS), folder / "higgs.csv")
+    with pytest.raises(DataNotFoundError, match=f"e.g. task.data.path={folder / 'higgs.csv'}$"):
+        load_higgs(folder, download=True)  # a directory is never downloaded over
+
+
 # --- Splits, labels and weights -------------------------------------------------------------
 
 
@@ -464,6 +510,25 @@ def test_cache_is_written_then_hit_and_matches_a_fresh_parse(opendata_file: Path
     limited = load_higgs(opendata_file, max_events=10)
     assert limited.source["cache"] == "hit"
     assert limited.source["rows"] == 10
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_cache_gets_the_mode_of_a_new_file(opendata_file: Path, umask: int) -> None:
+    import os
+    import stat
+
+    cache_file = opendata_file.with_name(opendata_file.name + ".cache.npz")
+    previous = os.umask(umask)
+    try:
+        load_higgs(opendata_file)
+        reference = opendata_file.with_name("reference")
+        reference.write_bytes(b"")  # what open() gives a new file under this umask
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE(cache_file.stat().st_mode)
+    assert mode == stat.S_IMODE(reference.stat().st_mode) == 0o666 & ~umask
+    assert load_higgs(opendata_file).source["cache"] == "hit"
+    assert [p.name for p in opendata_file.parent.iterdir() if p.suffix == ".tmp"] == []
 
 
 def test_cache_is_invalidated_when_the_file_changes(opendata_file: Path) -> None:

@@ -46,8 +46,9 @@ def test_joblib_runs_jobs_in_parallel_processes_and_isolates_a_failure(cli):
         "logger=none",
         multirun=True,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a job failed; the other ran
     assert "Joblib.Parallel(n_jobs=2" in output(result)
+    assert f"1 of 2 jobs failed: {result.run_dir / '1'}; the others finished" in output(result)
     jobs = summaries(result.run_dir)
     assert sorted(jobs) == ["0", "1"]
     ok, failed = jobs["0"], jobs["1"]
@@ -63,7 +64,7 @@ def test_joblib_runs_jobs_in_parallel_processes_and_isolates_a_failure(cli):
 def test_rerun_skips_ok_jobs_and_reruns_failed_ones_and_changed_configs(cli):
     args = ("optimizer=sgd", "optimizer.lr=0.001,-1.0", "trainer.steps=5", "logger=none")
     first = cli(*args, multirun=True)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr
     ok_dir, failed_dir = first.run_dir / "0", first.run_dir / "1"
     ok_text = (ok_dir / "summary.json").read_text()
     ok_history = (ok_dir / "history.csv").stat().st_mtime_ns
@@ -72,7 +73,9 @@ def test_rerun_skips_ok_jobs_and_reruns_failed_ones_and_changed_configs(cli):
 
     # The same command again: the ok job is untouched, the failed one runs again.
     second = cli(*args, multirun=True)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 1, second.stderr
+    # The skipped job is one of the sweep's jobs, and it did not fail.
+    assert f"1 of 2 jobs failed: {failed_dir}; the others finished" in output(second)
     assert "Skipped job 0" in output(second)
     assert "Skipped job 0" in (ok_dir / "torchopt_bench.log").read_text()
     assert "Skipped job 1" not in output(second)
@@ -87,7 +90,7 @@ def test_rerun_skips_ok_jobs_and_reruns_failed_ones_and_changed_configs(cli):
     third = cli(
         "optimizer=sgd", "optimizer.lr=0.001,-1.0", "trainer.steps=7", "logger=none", multirun=True
     )
-    assert third.returncode == 0, third.stderr
+    assert third.returncode == 1, third.stderr
     assert "Skipped job" not in output(third)
     assert "differs in trainer.steps" in output(third)
     summary = json.loads((ok_dir / "summary.json").read_text())
@@ -107,11 +110,38 @@ def test_rerun_runs_a_diverged_job_again_and_reads_its_null_loss(cli):
     assert objective_value(diverged, "final_gap") == math.inf
 
     second = cli(*args, multirun=True)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 0, second.stderr  # a diverged job is a result, not a failure
+    assert "All 2 jobs of the sweep finished" in output(second)
+    assert "jobs failed" not in output(second)
     assert "Skipped job 0" in output(second)
     assert "Skipped job 1" not in output(second)
     assert "has status diverged" in output(second)
     assert json.loads((first.run_dir / "1" / "summary.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
+def test_a_sweep_counts_its_own_failed_jobs_only(cli, launcher):
+    args = ("trainer.steps=3", "logger=none", f"hydra/launcher={launcher}")
+    first = cli(*args, "optimizer=sgd", "optimizer.lr=0.001,-1.0,abc", multirun=True)
+    sweep = first.run_dir
+    assert first.returncode == 1, first.stderr
+    assert f"2 of 3 jobs failed: {sweep / '1'}, {sweep / '2'}; the others finished\n" in output(
+        first
+    )
+    assert {k: s["status"] for k, s in summaries(sweep).items()} == {
+        "0": "ok",
+        "1": "failed",
+        "2": "failed",
+    }
+    # A smaller sweep into the same folder: job 2's failure is an earlier sweep's.
+    second = cli(*args, "optimizer=sgd", "optimizer.lr=0.001,0.002", multirun=True)
+    assert second.returncode == 0, second.stderr
+    assert "All 2 jobs of the sweep finished" in output(second)
+    assert summaries(sweep)["2"]["status"] == "failed"
+    # Every job failed.
+    third = cli(*args, "optimizer=sgd", "optimizer.lr=-1.0,-2.0", multirun=True)
+    assert third.returncode == 1, third.stderr
+    assert f"2 of 2 jobs failed: {sweep / '0'}, {sweep / '1'}; none finished" in output(third)
 
 
 def test_a_non_finite_setting_is_recorded_as_text_and_compares_equal():
@@ -159,7 +189,8 @@ def test_submitit_local_runs_a_sweep_through_the_same_code_path(cli):
         "logger=none",
         multirun=True,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert f"1 of 2 jobs failed: {result.run_dir / '1'}; the others finished" in output(result)
     jobs = summaries(result.run_dir)
     assert jobs["0"]["status"] == "ok"
     np.testing.assert_allclose(

@@ -14,30 +14,34 @@ named by the top-level ``objective`` key.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import configure_log
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .runtime import config_dir, project_root, resolve_device, resolve_dtype, seed_everything
 from .tracking import RunRecorder, describe_file, flatten, to_jsonable
-from .trainer import trainer_from_config
+from .trainer import CHECKPOINT_NAME, trainer_from_config
 
 log = logging.getLogger("torchopt_bench")
 
-__all__ = ["main", "objective_value", "run"]
+__all__ = ["SweepFailures", "main", "objective_value", "run"]
 
 #: Settings that say where outputs go or how a run is displayed, not what it computes:
 #: left out when a job's config is compared with the one of a completed job.
@@ -47,8 +51,54 @@ if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
 
 
+#: Exit status of a sweep in which jobs failed (every job has run), as of a failed run.
+SWEEP_FAILED_STATUS = 1
+#: Exit status after Ctrl-C (SIGINT), the shell's 128 + 2.
+INTERRUPTED_STATUS = 130
+
+
 class RunFailed(RuntimeError):
     """A run ended with status ``failed``; its summary is already written."""
+
+
+def _check_seed(value: Any) -> int:
+    """The integer ``seed`` holds; a float with no fractional part (``1e3``) is taken as
+    its integer. Anything else is a ``ValueError`` naming the key and the fix."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"seed must be an integer, got {value!r}; set it as seed=N")
+
+
+def _check_betas(node: DictConfig, key: str) -> None:
+    """Refuse an optimizer config's ``betas`` that does not hold as many values as its
+    class's default (two for Adam: ``optimizer.betas=[0.9]`` would fail as an
+    ``IndexError`` inside the constructor). The values themselves are checked by the
+    optimizer (each in [0, 1))."""
+    if "betas" not in node or "_target_" not in node:
+        return
+    try:
+        default = inspect.signature(get_object(node._target_)).parameters["betas"].default
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+        return  # the target or its argument is reported when the optimizer is built
+    if not isinstance(default, Sequence) or isinstance(default, str):
+        return
+    betas = node.betas
+    if isinstance(betas, ListConfig | list | tuple) and len(betas) == len(default):
+        return
+    shown = OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas
+    example = ",".join(str(b) for b in default)
+    raise ValueError(
+        f"{key}.betas must be a list of {len(default)} numbers in [0, 1), got {shown!r}; "
+        f"set it as {key}.betas=[{example}]"
+    )
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: its lines (OmegaConf's errors add ``full_key: ...`` lines)
+    joined with ``; ``."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _optimizer_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -104,19 +154,47 @@ def _completed_summary(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] 
     return previous
 
 
-def _error_text(err: BaseException) -> str:
+def _error_text(err: BaseException, optimizer_key: str = "optimizer") -> str:
     """One line for a failed run: the error itself, not Hydra's wrapper around it.
 
     Hydra reports an exception raised while building a config node (a task's or an
     optimizer's constructor refusing a setting) as an ``InstantiationException`` whose text
     repeats the target and the config; the original error is its cause.
+
+    An optimizer's refusal of a hyperparameter (the checks of
+    :mod:`torchopt_bench.optim._base`, in torch.optim's wording, ``Invalid learning rate:
+    abc``) says which constructor argument it concerns (``setting``); the line then names
+    its config key, ``optimizer_key.SETTING``, and what it takes.
     """
     where = ""
     if isinstance(err, InstantiationException) and err.__cause__ is not None:
         key = getattr(err, "full_key", None)
         where = f" (while building {key}; set its keys as {key}.KEY=VALUE)" if key else ""
         err = err.__cause__
-    return f"{type(err).__name__}: {err}{where}"
+    refused: BaseException | None = err
+    while refused is not None and not hasattr(refused, "setting"):
+        refused = refused.__cause__
+    if refused is not None:
+        key = f"{optimizer_key}.{refused.setting}"  # type: ignore[attr-defined]
+        expected = getattr(refused, "expected", "a valid value")
+        where = (
+            f" ({key} must be {expected}; set it as {key}=VALUE, the defaults are in "
+            "conf/optimizer/)"
+        )
+        err = refused
+    return _one_line(f"{type(err).__name__}: {err}{where}")
+
+
+def _status_line(summary: dict[str, Any]) -> str:
+    """The run's last log line: the status and the numbers it has, or the error."""
+    if summary["status"] == "failed":
+        return f"Status failed: {summary.get('error')}"
+    line = f"Status {summary['status']}"
+    if summary.get("steps") is not None:
+        line += f" after {summary['steps']} steps"
+    if summary.get("final_loss") is not None:
+        line += f"; final loss {summary['final_loss']}"
+    return line
 
 
 def _summary_name(run_dir: Path, summary: dict[str, Any]) -> str:
@@ -224,20 +302,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     log.info("Run directory: %s", run_dir)
 
+    # The optimizer configs the run builds: the run's own, or those of task.optimizers.
+    several = cfg.task.get("optimizers") if isinstance(cfg.task, DictConfig) else None
+    if isinstance(several, DictConfig) and len(several):
+        optimizer_nodes = {f"task.optimizers.{name}": node for name, node in several.items()}
+        optimizer_key = (
+            "task.optimizers.<name>" if len(several) > 1 else next(iter(optimizer_nodes))
+        )
+    else:
+        optimizer_nodes, optimizer_key = {"optimizer": cfg.optimizer}, "optimizer"
+
     started = time.perf_counter()
     with RunRecorder(run_dir, tensorboard=cfg.logger.tensorboard) as recorder:
         task = None
         try:
-            seed_everything(cfg.seed)
+            seed = _check_seed(cfg.seed)
+            seed_everything(seed)
             device = resolve_device(cfg.device)
-            # The trainer's settings are checked before the task reads any data.
+            # The trainer's and the optimizers' settings are checked before the task reads
+            # any data.
             fallback = cfg.trainer.get("fallback_optimizer")
             fallback = instantiate(fallback) if fallback is not None else None
             trainer = trainer_from_config(cfg.trainer, fallback)
+            for key, node in optimizer_nodes.items():
+                _check_betas(node, key)
             task = instantiate(cfg.task, _convert_="all")
             dtype = resolve_dtype(cfg.dtype, task.default_dtype)
             log.info("Task %s (%s) on %s in %s", task.name, cfg.task._target_, device, dtype)
-            task.setup(device, dtype, cfg.seed)
+            task.setup(device, dtype, seed)
 
             factory = instantiate(cfg.optimizer)
             log.info("Optimizer %s (%s)", summary["optimizer"], cfg.optimizer._target_)
@@ -246,9 +338,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary.update(trainer.fit(task, factory, recorder))
             summary.update(task.finish(run_dir, recorder, summary))
         except Exception as err:  # recorded, then re-raised for a single run
-            summary.update(status="failed", error=_error_text(err))
+            summary.update(status="failed", error=_error_text(err, optimizer_key))
             summary["traceback"] = traceback.format_exc()
-            log.error("Run failed: %s", summary["error"])
         finally:
             if summary["status"] == "failed" and "error" not in summary:
                 summary["error"] = "interrupted before the run finished"
@@ -264,15 +355,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary_path = recorder.write_summary(summary, _summary_name(run_dir, summary))
             log.info("Wrote %s", describe_file(summary_path))
 
-    log.info(
-        "Status %s after %s steps; final loss %s",
-        summary["status"],
-        summary.get("steps"),
-        summary.get("final_loss"),
-    )
+    (log.error if summary["status"] == "failed" else log.info)(_status_line(summary))
     if summary["status"] == "failed" and not multirun:
         raise RunFailed(summary["error"])
     return summary
+
+
+def _interrupted_message() -> str:
+    """What the terminal gets after Ctrl-C: where the outputs are and how to go on."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        return (
+            f"interrupted; the sweep's outputs are kept in {sweep_dir}; the same command with "
+            f"hydra.sweep.dir={sweep_dir} runs the jobs that did not finish (finished ones are "
+            "skipped)"
+        )
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if (run_dir / CHECKPOINT_NAME).is_file():
+        how = f"continue it with trainer.resume=true hydra.run.dir={run_dir}"
+    else:
+        how = (
+            "continue a network run with trainer.resume=true hydra.run.dir=DIR when it "
+            "writes checkpoints (trainer.checkpoint_every=N)"
+        )
+    return f"interrupted; the run's outputs are kept in {run_dir}; {how}"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -283,10 +390,99 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         # The error and its traceback are in summary.json; the terminal gets one line.
         print(f"torchopt_bench: run failed: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        # summary.json already says "interrupted before the run finished"; a sweep stops.
+        print(f"torchopt_bench: {_interrupted_message()}", file=sys.stderr)
+        sys.exit(INTERRUPTED_STATUS)
     metric = cfg.get("objective")
     return None if metric is None else objective_value(summary, metric, _sweeper_maximizes())
 
 
+#: Set by :class:`SweepFailures` at the end of a sweep: the directories of its failed jobs.
+_failed_jobs: list[Path] = []
+
+
+def _job_marks(sweep_dir: Path, marker: str) -> dict[Path, int]:
+    """Job directory -> modification time (ns) of the file Hydra writes into every job's
+    directory when the job starts (``.hydra/overrides.yaml``), for every job under
+    ``sweep_dir``."""
+    if not sweep_dir.is_dir():
+        return {}
+    depth = len(Path(marker).parts)
+    marks = {}
+    for path in sweep_dir.rglob(Path(marker).name):
+        if path.as_posix().endswith(marker):
+            job = path.parents[depth - 1]
+            marks[job] = path.stat().st_mtime_ns
+    return marks
+
+
+def _job_failed(job_dir: Path, started_ns: int) -> bool:
+    """Whether the job of ``job_dir`` that started at ``started_ns`` failed: its summary
+    says ``failed``, it wrote ``summary.failed.json`` (a failed attempt beside a kept
+    result), or it wrote no summary at all."""
+    failed_attempt = job_dir / "summary.failed.json"
+    if failed_attempt.is_file() and failed_attempt.stat().st_mtime_ns >= started_ns:
+        return True
+    try:
+        return json.loads((job_dir / "summary.json").read_text()).get("status") == "failed"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return True
+
+
+class SweepFailures(Callback):
+    """At the end of a sweep, one line that counts its failed jobs and names their
+    directories; :func:`main` then exits with :data:`SWEEP_FAILED_STATUS`.
+
+    The jobs of this sweep are the directories under ``hydra.sweep.dir`` whose
+    ``.hydra/overrides.yaml`` Hydra wrote after the sweep started (so a job skipped as
+    already completed counts, a folder left by an earlier sweep does not). Their summaries
+    are read from disk, so this works with every launcher, in-process or not (joblib,
+    submitit). Registered in ``conf/config.yaml`` (``hydra.callbacks``).
+    """
+
+    def __init__(self) -> None:
+        self._before: dict[Path, int] = {}
+
+    @staticmethod
+    def _where(config: DictConfig) -> tuple[Path, str]:
+        subdir = config.hydra.get("output_subdir")
+        return Path(
+            config.hydra.sweep.dir
+        ), f"{subdir}/overrides.yaml" if subdir else "summary.json"
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _failed_jobs.clear()
+        self._before = _job_marks(*self._where(config))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        marks = _job_marks(*self._where(config))
+        jobs = sorted(job for job, mtime in marks.items() if self._before.get(job) != mtime)
+        failed = [job for job in jobs if _job_failed(job, marks[job])]
+        # The last in-process job's logging config writes into its own log file; the
+        # sweep's line goes to the terminal, as Hydra's own lines do.
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+        if not failed:
+            log.info("All %d jobs of the sweep finished", len(jobs))
+            return
+        others = "none finished" if len(failed) == len(jobs) else "the others finished"
+        log.error(
+            "%d of %d jobs failed: %s; %s",
+            len(failed),
+            len(jobs),
+            ", ".join(str(job) for job in failed),
+            others,
+        )
+        _failed_jobs.extend(failed)
+
+
 def main() -> None:
-    """Entry point of ``python -m torchopt_bench`` and the ``torchopt-bench`` script."""
+    """Entry point of ``python -m torchopt_bench`` and the ``torchopt-bench`` script.
+
+    Exit status: 0 when the run or every job of the sweep finished (``ok`` or
+    ``diverged``); 1 when the run failed, or when jobs of a sweep failed (each job still
+    ran and kept its outputs); 130 after Ctrl-C.
+    """
     _hydra_main()
+    if _failed_jobs:
+        sys.exit(SWEEP_FAILED_STATUS)

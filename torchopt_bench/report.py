@@ -4,8 +4,12 @@ Reads every job under ``SWEEP_DIR`` (any folder holding ``.hydra/overrides.yaml`
 depth, so a grid and its seed reruns in sub-folders are read together), with its
 ``summary.json`` and ``history.csv``, and writes ``SWEEP_DIR/report/``:
 
-* ``results.csv``: one row per job: ``job`` (its folder), ``task``, ``optimizer``, ``lr``,
-  ``seed``, ``status``, every override as a column, every summary field;
+* ``results.csv``: one row per run: ``job`` (its folder), ``task``, ``optimizer``, ``lr``,
+  ``seed``, ``status``, every override as a column, every summary field. A job is one run,
+  except a test function job that ran several optimizers or rates in one process
+  (``task.optimizers``, ``task.lrs``; ``experiment=compare_functions``): its own
+  ``results.csv`` gives one run per optimizer and rate (``job_run`` names it), which the
+  report compares and chooses among as it does separate jobs;
 * ``best.csv`` and ``report.md``: for each task and optimizer, the learning rate chosen on
   validation, the mean and 95% bootstrap confidence interval over seeds at that rate, and
   the counts of diverged and failed runs;
@@ -15,8 +19,10 @@ depth, so a grid and its seed reruns in sub-folders are read together), with its
 Conventions, the DeepOBS protocol (Schneider, Balles & Hennig, ICLR 2019):
 
 * **Chosen on validation, never on test.** A test function is scored by its final gap
-  ``f - f*`` (lower is better); a network by its validation AUC (higher is better). Test
-  metrics are reported at the chosen rate and never used to choose it.
+  ``f - f*`` (lower is better); a run over several starts (``task.n_starts``) by the
+  median over its starts, a diverged start counting as infinite; a network by its
+  validation AUC (higher is better). Test metrics are reported at the chosen rate and
+  never used to choose it.
 * **Same seeds for every rate.** Each rate is scored by its mean over the seeds that every
   rate of that optimizer was run with, so seeds rerun at the chosen rate afterwards add to
   its statistics without changing the choice. A diverged run counts as the worst possible
@@ -32,6 +38,9 @@ Conventions, the DeepOBS protocol (Schneider, Balles & Hennig, ICLR 2019):
   ``rho(tau)`` is the fraction of tasks on which that ratio is at most ``tau``. The target
   of a test function is its ``target_gap``; that of a network is the best validation value
   any optimizer reached, within :data:`NETWORK_TARGET_TOLERANCE` (relative).
+
+An Optuna study (a folder with ``optimization_results.yaml``) gets a section with the best
+trial the sweeper recorded, except where every trial diverged: then no rate was chosen.
 
 An optimizer's identity is its config name plus any ``optimizer.*`` override other than the
 learning rate that varies in the sweep (``adam (optimizer.betas=[0.9,0.99])``); likewise a
@@ -104,9 +113,56 @@ _NOT_IDENTITY = {
     "trainer.progress",
     "skip_completed",
     "runs_dir",
+    "task.lrs",
+    "task.n_paths",
+    "task.animate",
+    "task.figures",
 }
 #: Summary fields left out of results.csv: long text or what the other columns already say.
 _SUMMARY_LEFT_OUT = {"overrides", "config", "traceback", "run_dir"}
+
+#: The columns of the ``results.csv`` that a test function job with several optimizers or
+#: rates writes in its own folder (one row per optimizer and rate), which the report needs.
+_BATCH_COLUMNS = (
+    "optimizer",
+    "label",
+    "lr",
+    "success_rate",
+    "steps_to_target_median",
+    "final_gap_all_median",
+    "diverged_fraction",
+)
+#: Summary fields of such a job that are not true of each of its runs: those of the first
+#: start of the first optimizer and rate, and the statistics over all runs together. Each
+#: run's own statistics come from the job's ``results.csv`` instead.
+_BATCH_JOB_ONLY = {
+    "final_lr",
+    "final_point",
+    "final_gap",
+    "distance_to_minimum",
+    "steps_to_target",
+    "final_loss",
+    "lr",
+    "diverged_at_step",
+    "diverged_reason",
+    "best_lr",
+    "lrs",
+    "optimizers",
+    "n_runs",
+    "success_rate",
+    "reached_fraction",
+    "steps_to_target_median",
+    "steps_to_target_q25",
+    "steps_to_target_q75",
+    "final_gap_median",
+    "final_gap_q25",
+    "final_gap_q75",
+    "final_gap_all_median",
+    "diverged_fraction",
+    "n_diverged",
+}
+#: Times of such a job, kept with a ``job_`` prefix: they are the whole job's, not a run's.
+_JOB_TIMES = {"wall_time_s", "eval_time_s", "compile_time_s", "total_time_s"}
 
 
 @dataclass(frozen=True)
@@ -261,13 +317,114 @@ def _check_sweep_dir(sweep_dir: Path) -> None:
         raise ValueError(f"sweep_dir={str(sweep_dir)!r} is a file, not a directory")
 
 
+def _batch_runs(job_dir: Path, summary: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The runs of a test function job that ran several optimizers or rates in one process
+    (``task.optimizers``, ``task.lrs``; ``experiment=compare_functions``): its own
+    ``results.csv``, one row per optimizer and rate. None for a job of one run (its summary
+    lists no ``optimizers``) and for a job that did not finish (failed, missing)."""
+    if summary.get("status") not in ("ok", "diverged") or not summary.get("optimizers"):
+        return None
+    path = job_dir / "results.csv"
+    if not path.is_file():
+        raise ValueError(
+            f"{path} is missing: the job ran several optimizers or rates (its summary.json "
+            "lists optimizers) and its per-run table is needed; run the job again "
+            "(skip_completed=false) or move the folder out of the sweep"
+        )
+    table = pd.read_csv(path)
+    missing = [c for c in _BATCH_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the column(s) {', '.join(missing)}: it is not the table of a test "
+            "function job with several optimizers or rates; run the job again "
+            "(skip_completed=false)"
+        )
+    n_runs, n_starts = _number(summary.get("n_runs")), _number(summary.get("n_starts"))
+    if n_runs and n_starts and len(table) * n_starts != n_runs:
+        raise ValueError(
+            f"{path} has {len(table)} rows, but summary.json says {n_runs:g} runs of "
+            f"{n_starts:g} starts ({n_runs / n_starts:g} optimizer-rate rows): the table is "
+            "left from another run of the job; run the job again (skip_completed=false)"
+        )
+    return table
+
+
+def _expand_batch(
+    row: Mapping[str, Any], overrides: Mapping[str, Any], table: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """One row per optimizer and rate of a job of several (:func:`_batch_runs`).
+
+    Each row has the job's identity, overrides and the summary fields true of every run
+    (function, start, steps, ...; the job's times as ``job_*``), then the run's own
+    statistics from the job's ``results.csv``. ``job_run`` is the run's label there
+    (``adam lr=0.01``). As for any run over several starts (:func:`_over_starts`),
+    ``final_gap`` is the median final gap over the starts (a diverged start counting as
+    infinite) and ``steps_to_target`` the median steps; ``status`` is ``diverged`` only
+    when every start diverged. An override ``task.optimizers.NAME.KEY=V`` becomes
+    ``optimizer.KEY`` of NAME's rows, as ``optimizer.KEY=V`` is for a job of one run."""
+    base: dict[str, Any] = {}
+    for key, value in row.items():
+        top = key.split(".")[0]
+        if top in _BATCH_JOB_ONLY or key == "optimizer.lr":  # task.lrs set the rates
+            continue
+        base[f"job_{key}" if top in _JOB_TIMES else key] = value
+    runs = []
+    for record in table.to_dict("records"):
+        name = str(record["optimizer"])
+        lr = _number(record["lr"])
+        diverged = _number(record["diverged_fraction"])
+        run: dict[str, Any] = {
+            "job": base["job"],
+            "job_run": str(record["label"]),
+            "task": base["task"],
+            "optimizer": name,
+            "lr": math.nan if lr is None else lr,
+            "seed": base["seed"],
+            "status": "diverged" if diverged is not None and diverged >= 1.0 else "ok",
+        }
+        prefix = f"task.optimizers.{name}."
+        for key, value in overrides.items():
+            if key.startswith(prefix):
+                run[f"optimizer.{key[len(prefix) :]}"] = _cell(value)
+        for key, value in base.items():
+            run.setdefault(key, value)
+        for key, value in record.items():
+            if key not in ("optimizer", "label", "lr"):
+                run[key] = value
+        run["final_gap"] = record["final_gap_all_median"]
+        run["steps_to_target"] = record["steps_to_target_median"]
+        runs.append(run)
+    return runs
+
+
+def _over_starts(row: dict[str, Any]) -> dict[str, Any]:
+    """A test function run over several starts (``task.n_starts`` > 1) scored as one result:
+    ``final_gap`` the median final gap over its starts, a diverged start counting as
+    infinite (``final_gap_all_median``; none when more than half diverged, which scores
+    worst), ``steps_to_target`` the median steps (``steps_to_target_median``), so that a
+    run of many starts is not judged by its first start alone. The first start's values
+    (``task.start``) stay as ``start_final_gap`` and ``start_steps_to_target``."""
+    n_starts = _number(row.get("n_starts"))
+    if n_starts is None or n_starts <= 1 or "final_gap_all_median" not in row:
+        return row
+    row = dict(row)
+    row["start_final_gap"] = row.get("final_gap")
+    row["start_steps_to_target"] = row.get("steps_to_target")
+    row["final_gap"] = row["final_gap_all_median"]
+    row["steps_to_target"] = row.get("steps_to_target_median")
+    return row
+
+
 def collect_jobs(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per job of the sweep: identity columns, every override, every summary field.
+    """One row per run of the sweep: identity columns, every override, every summary field.
 
     A job is a folder with ``.hydra/overrides.yaml``; one without ``summary.json`` (still
-    running, or killed) has status ``missing``. ``lr`` is the job's initial
-    ``optimizer.lr`` (see :func:`_job_lr`; NaN where no file holds it). The summary's own
-    ``lr`` (the optimizer's rate at the end) is the column ``final_lr``.
+    running, or killed) has status ``missing``. A job is one run, except a test function job
+    that ran several optimizers or rates in one process, which gives one row per optimizer
+    and rate (:func:`_expand_batch`). ``lr`` is the run's initial ``optimizer.lr`` (see
+    :func:`_job_lr`; NaN where no file holds it). The summary's own ``lr`` (the optimizer's
+    rate at the end) is the column ``final_lr``. ``objective`` is the summary field a
+    sweeper that optimises (Optuna) was given, where the job's config names one.
     """
     sweep_dir = Path(sweep_dir)
     _check_sweep_dir(sweep_dir)
@@ -294,13 +451,21 @@ def collect_jobs(sweep_dir: str | Path) -> pd.DataFrame:
             if key.split(".")[0] in _SUMMARY_LEFT_OUT:
                 continue
             row.setdefault("final_lr" if key == "lr" else key, _cell(value))
-        rows.append(row)
+        config = summary.get("config")
+        if isinstance(config, dict) and config.get("objective") is not None:
+            row.setdefault("objective", config["objective"])
+        table = _batch_runs(job_dir, summary)
+        if table is None:
+            rows.append(_over_starts(row))
+        else:
+            rows += _expand_batch(row, overrides, table)
     if not rows:
         raise ValueError(f"no job (a folder with .hydra/overrides.yaml) under {sweep_dir}")
     jobs = pd.DataFrame(rows)
     log.info(
-        "Read %d jobs from %s: %s",
+        "Read %d runs (%d jobs) from %s: %s",
         len(jobs),
+        jobs["job"].nunique(),
         sweep_dir,
         ", ".join(f"{n} {s}" for s, n in jobs["status"].value_counts().items()),
     )
@@ -312,15 +477,21 @@ def _varying(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
 
 
 def _override_keys(jobs: pd.DataFrame, sweep_dir: Path | None) -> list[str]:
-    """The columns that came from overrides (every key seen in an overrides file)."""
+    """The columns that came from overrides (every key seen in an overrides file). A
+    setting of one member of ``task.optimizers`` (``task.optimizers.adam.betas``) is that
+    optimizer's ``optimizer.betas`` (see :func:`_expand_batch`)."""
     keys: set[str] = set()
     if sweep_dir is not None:
-        for job in jobs["job"]:
+        for job in jobs["job"].unique():
             path = sweep_dir / job / ".hydra" / "overrides.yaml"
             if path.is_file():
                 keys.update(_read_overrides(path))
+    member = re.compile(r"^task\.optimizers\.[^.]+\.(.+)$")
+    keys = {f"optimizer.{m.group(1)}" if (m := member.match(k)) else k for k in keys}
     return sorted(
-        k for k in keys if k in jobs and k not in _NOT_IDENTITY and not k.startswith("hydra")
+        k
+        for k in keys
+        if k in jobs and k not in _NOT_IDENTITY and not k.startswith(("hydra", "task.optimizers"))
     )
 
 
@@ -381,8 +552,10 @@ def objective_for(rows: pd.DataFrame) -> Objective:
         if not present("test_private_auc") and present("test_public_auc"):
             return replace(NETWORK_OBJECTIVE, test_metric="test_public_auc")
         return NETWORK_OBJECTIVE
-    if present(FUNCTION_OBJECTIVE.metric):
-        return FUNCTION_OBJECTIVE
+    # A test function's runs always record the function, also when every one diverged
+    # and no final gap is left: they are still judged by their final gap.
+    if present(FUNCTION_OBJECTIVE.metric) or present("function"):
+        return _function_objective(rows)
     if present("val_loss"):
         return Objective(
             "val_loss",
@@ -399,6 +572,29 @@ def objective_for(rows: pd.DataFrame) -> Objective:
         "train/loss",
         (("train/loss", "training loss", False),),
         "step",
+    )
+
+
+def _starts_per_run(rows: pd.DataFrame) -> int:
+    """The most starts any of ``rows`` ran from (``n_starts``; 1 where not recorded)."""
+    if "n_starts" not in rows:
+        return 1
+    n = pd.to_numeric(rows["n_starts"], errors="coerce").max()
+    return int(n) if pd.notna(n) and n > 1 else 1
+
+
+def _function_objective(rows: pd.DataFrame) -> Objective:
+    """:data:`FUNCTION_OBJECTIVE`, or for runs over several starts its median form (see
+    :func:`_over_starts`): then the seed matters where the starts are drawn with it
+    (``task.starts=uniform``), not where they are a grid."""
+    n = _starts_per_run(rows)
+    if n == 1:
+        return FUNCTION_OBJECTIVE
+    drawn = "starts" in rows and (rows["starts"] == "uniform").any()
+    return replace(
+        FUNCTION_OBJECTIVE,
+        label=f"median final gap f - f* over {n} starts",
+        seeded=bool(drawn),
     )
 
 
@@ -484,7 +680,9 @@ def choose_learning_rates(
     ``selection_seeds``, ``score`` (the chosen rate's selection mean), ``seeds``, ``mean``,
     ``ci_low``, ``ci_high``, ``test_mean``, ``test_ci_low``, ``test_ci_high``, ``runs``,
     ``diverged`` and ``failed`` (counts over every rate; ``failed``
-    includes jobs without a summary).
+    includes jobs without a summary), and for runs over several starts ``success_rate`` and
+    ``diverged_fraction`` at the chosen rate (means over its seeds of the fraction of starts
+    that ended under the target, and that diverged).
     """
     results = []
     for (task, variant), rows in jobs.groupby(["task_label", "variant"], sort=True):
@@ -517,6 +715,8 @@ def choose_learning_rates(
             "runs": len(runs),
             "diverged": int((runs["status"] == "diverged").sum()),
             "failed": int(runs["status"].isin(["failed", "missing"]).sum()),
+            "success_rate": math.nan,
+            "diverged_fraction": math.nan,
         }
         if len(by_lr) and np.isfinite(by_lr.min()):
             lr = float(by_lr.idxmin())  # idxmin: the first (smallest) rate among ties
@@ -530,6 +730,12 @@ def choose_learning_rates(
                 mean=float(values.mean()),
             )
             row["ci_low"], row["ci_high"] = bootstrap_ci(values)
+            if _starts_per_run(at_lr) > 1:
+                every_seed = scored[scored["lr"] == lr]
+                for field in ("success_rate", "diverged_fraction"):
+                    if field in every_seed:
+                        numbers = pd.to_numeric(every_seed[field], errors="coerce").dropna()
+                        row[field] = float(numbers.mean()) if len(numbers) else math.nan
             if objective.test_metric and objective.test_metric in at_lr:
                 test = pd.to_numeric(at_lr[objective.test_metric], errors="coerce").dropna()
                 if len(test):
@@ -572,6 +778,24 @@ def _history(sweep_dir: Path, job: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+def _run_history(sweep_dir: Path, run: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The curves of one run: its job's ``history.csv``; for one optimizer and rate of a job
+    of several (``job_run`` set), whose history mixes them all, its own column of the job's
+    ``gap_curves.csv`` as ``train/gap`` (the median over its starts still alive, or the gap
+    of its only start)."""
+    label = run.get("job_run")
+    if not isinstance(label, str):
+        return _history(sweep_dir, run["job"])
+    path = sweep_dir / run["job"] / "gap_curves.csv"
+    if not path.is_file():
+        return None
+    curves = pd.read_csv(path)
+    column = next((c for c in (f"{label} median", label) if c in curves), None)
+    if column is None or "step" not in curves:
+        return None
+    return pd.DataFrame({"step": curves["step"], "train/gap": curves[column]})
+
+
 def _steps_to_target(
     sweep_dir: Path, runs: pd.DataFrame, objective: Objective, target: float | None
 ) -> float:
@@ -586,7 +810,7 @@ def _steps_to_target(
             reached = run.get(objective.steps_field)
             steps.append(math.inf if pd.isna(reached) else max(float(reached), 1.0))
             continue
-        history = _history(sweep_dir, run["job"])
+        history = _run_history(sweep_dir, run)
         if history is None or objective.curve not in history or target is None:
             steps.append(math.inf)
             continue
@@ -685,7 +909,9 @@ def plot_curves(
             & (jobs["lr"] == row["lr"])
             & jobs["status"].isin(["ok", "diverged"])
         ]
-        histories = [h for h in (_history(sweep_dir, j) for j in runs["job"]) if h is not None]
+        histories = [
+            h for h in (_run_history(sweep_dir, r) for _, r in runs.iterrows()) if h is not None
+        ]
         if not histories:
             continue
         color = colors[i % len(colors)]
@@ -794,7 +1020,7 @@ def plot_lr_sensitivity(
     better = "higher" if objective.maximize else "lower"
     scale = ", log scale" if objective.log_scale else ""
     ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel(f"{objective.label} (mean over seeds{scale}; {better} is better)")
+    ax.set_ylabel(_title(f"{objective.label} (mean over seeds{scale}; {better} is better)", 64))
     ax.set_title(_title(f"{task}: sensitivity to the learning rate", 72), fontsize=11)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -839,7 +1065,7 @@ def plot_task_trajectories(
             & (rows["lr"] == row["lr"])
             & rows["status"].isin(["ok", "diverged"])
         ].sort_values("seed")
-        history = _history(sweep_dir, runs.iloc[0]["job"]) if len(runs) else None
+        history = _run_history(sweep_dir, runs.iloc[0]) if len(runs) else None
         columns = [f"x{i}" for i in range(function.dim)]
         if history is None or not set(columns) <= set(history):
             continue
@@ -880,6 +1106,8 @@ def _rerun_command(sweep_dir: Path, jobs: pd.DataFrame, row: pd.Series, seeds: i
     missing = sorted(set(range(seeds)) - {int(s) for s in runs["seed"]})
     if not missing or runs.empty:
         return None
+    if "job_run" in runs and runs["job_run"].notna().any():
+        return None  # its job runs every optimizer and rate again; report.md says so
     overrides_path = sweep_dir / runs.iloc[0]["job"] / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_path.read_text()) or []
     kept = [
@@ -920,6 +1148,135 @@ def _save_figure(path: Path, draw: Callable[[], Figure | None]) -> list[str]:
     return [f"![{path.name}]({path.name})", ""]
 
 
+def _percent(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.0%}"
+
+
+def _unchosen_lines(chosen: pd.DataFrame) -> list[str]:
+    """report.md's lines on the optimizers of a task for which no rate was chosen, with why:
+    every run diverged, every run failed, or some of each."""
+    lines = []
+    for _, row in chosen[chosen["lr"].isna()].iterrows():
+        runs, diverged, failed = int(row["runs"]), int(row["diverged"]), int(row["failed"])
+        if diverged == runs:
+            why = f"every one of its {runs} run(s) diverged"
+        elif failed == runs:
+            why = f"every one of its {runs} run(s) failed (see Failed jobs)"
+        else:
+            why = f"of its {runs} runs, {diverged} diverged and {failed} failed"
+        lines.append(f"- `{row['optimizer']}`: {why}; no rate was chosen (`-`).")
+    return lines + [""] if lines else []
+
+
+def _starts_lines(n_starts: int, objective: Objective, batched: bool) -> list[str]:
+    """report.md's account of a task whose runs start from several points at once."""
+    lines = [
+        f"Each run started from {n_starts} points at once (`task.n_starts`): its value is "
+        "the median final gap over its starts, a diverged start counting as infinite (no "
+        "median, so the worst score, when more than half diverged), and its steps to target "
+        "the median over its starts; a run counts as diverged only when every start "
+        "diverged. `seeds` counts seeds (one job each), not starts: the interval is over "
+        "seeds and says nothing of the spread over starts, whose quartiles are "
+        "`final_gap_q25` and `final_gap_q75` in `results.csv`.",
+        "",
+    ]
+    if batched:
+        lines += [
+            "These runs come from jobs that ran several optimizers and rates in one process "
+            "(`task.optimizers`, `task.lrs`, as `experiment=compare_functions` does): each "
+            "optimizer and rate of a job is a row of `results.csv` (`job_run`), read from the "
+            "job's own `results.csv`, its curve from the job's `gap_curves.csv`. The rate is "
+            f"chosen here on the {objective.label}; the job's own `lr_table.md` ranks by the "
+            "fraction of starts under the target first, so the two may differ. The paths "
+            "are in each job's own `trajectories.png`.",
+            "",
+        ]
+    return lines
+
+
+def _study_direction(sweep_dir: Path, job: str) -> str | None:
+    """``hydra.sweeper.direction`` of a job, from its saved ``.hydra/hydra.yaml``."""
+    path = sweep_dir / job / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return None
+    sweeper = ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("sweeper") or {}
+    direction = sweeper.get("direction")
+    return None if direction is None else str(direction)
+
+
+def _optuna_lines(
+    sweep_dir: Path, jobs: pd.DataFrame, objectives: Mapping[str, Objective]
+) -> list[str]:
+    """report.md's section on the Optuna studies of the sweep: every folder holding an
+    ``optimization_results.yaml`` (the best trial as the sweeper wrote it), with the trials
+    below it. A study whose every trial diverged has no best trial, whatever that file says:
+    Optuna still names one, of value ``inf``."""
+    report_dir = sweep_dir / "report"
+    paths = sorted(
+        (p for p in sweep_dir.rglob("optimization_results.yaml") if report_dir not in p.parents),
+        key=_natural_key,
+    )
+    if not paths:
+        return []
+    header = ["study", "optimizer", "trials", "objective", "best lr (Optuna)", "best value"]
+    table, notes = [], []
+    for path in paths:
+        folder = path.parent.relative_to(sweep_dir).as_posix()
+        inside = jobs["job"].map(lambda j, f=folder: f == "." or j.startswith(f + "/"))
+        trials = jobs[inside]
+        best = yaml.safe_load(path.read_text()) or {}
+        params = best.get("best_params") or {}
+        value = best.get("best_value")
+        value = float(value) if isinstance(value, int | float) else math.nan
+        lr = _number(params.get("optimizer.lr"))
+        names = ", ".join(sorted(trials["optimizer"].dropna().astype(str).unique())) or "-"
+        metric = "-"
+        named = pd.Series(dtype=object)
+        if len(trials):
+            named = trials["objective"].dropna() if "objective" in trials else named
+            metric = str(named.iloc[0]) if len(named) else "-"
+            direction = _study_direction(sweep_dir, trials.iloc[0]["job"])
+            metric += f" ({direction})" if direction else ""
+        statuses = trials["status"].value_counts()
+        counts = ", ".join(f"{n} {s}" for s, n in statuses.items())
+        everyone_diverged = len(trials) > 0 and statuses.get("diverged", 0) == len(trials)
+        if everyone_diverged or not math.isfinite(value):
+            why = (
+                f"every one of its {len(trials)} trials diverged"
+                if everyone_diverged
+                else f"no trial has a finite value ({counts or 'no trials found'})"
+            )
+            named_lr = f"lr {_lr_text(lr)} " if lr is not None else ""
+            notes.append(
+                f"- `{folder}`: {why}; no rate was chosen. Its `optimization_results.yaml` "
+                f"still names {named_lr}as best with best_value {value}: "
+                "a diverged trial, not a result."
+            )
+            cells = ["- (none chosen)", "-"]
+        else:
+            cells = [_lr_text(lr) if lr is not None else str(params), _fmt(value)]
+            labels = trials["task_label"].dropna().unique()
+            if (
+                len(labels) == 1
+                and len(named)
+                and str(named.iloc[0]) != (objectives[labels[0]].metric)
+            ):
+                notes.append(
+                    f"- `{folder}`: the study optimised `{named.iloc[0]}`; the tables above "
+                    f"choose on {objectives[labels[0]].label}."
+                )
+        table.append([f"`{folder}`", names, f"{len(trials)} ({counts})", metric, *cells])
+    lines = [
+        "## Optuna studies",
+        "",
+        "The best trial of each study as its `optimization_results.yaml` gives it (the "
+        "tables above choose on the trials' own summaries, as for any sweep).",
+        "",
+    ]
+    lines += _markdown_table(header, table) + [""]
+    return lines + notes + ([""] if notes else [])
+
+
 def build_report(
     sweep_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -939,8 +1296,8 @@ def build_report(
     sweep_dir = Path(sweep_dir)
     _check_sweep_dir(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    jobs = collect_jobs(sweep_dir)  # raises on a sweep without jobs, before out exists
     out.mkdir(parents=True, exist_ok=True)
-    jobs = collect_jobs(sweep_dir)
     jobs = label_jobs(jobs, _override_keys(jobs, sweep_dir))
     tasks = sorted(jobs["task_label"].dropna().unique())
     objective_of = {
@@ -951,19 +1308,27 @@ def build_report(
     jobs.to_csv(results_path, index=False)
     best = choose_learning_rates(jobs, objective_of)
     best.to_csv(out / "best.csv", index=False)
-    log.info("Wrote %s (%d jobs) and best.csv", results_path, len(jobs))
+    log.info("Wrote %s (%d runs) and best.csv", results_path, len(jobs))
 
     counts = jobs["status"].value_counts()
+    n_jobs = jobs["job"].nunique()
+    batched = "job_run" in jobs and jobs["job_run"].notna().any()
+    runs_text = (
+        f"{n_jobs} jobs, {len(jobs)} runs (a job that ran several optimizers or rates in "
+        "one process gives one run per optimizer and rate)"
+        if batched
+        else f"{len(jobs)} jobs"
+    )
     lines = [
         f"# Sweep report: `{sweep_dir}`",
         "",
-        f"{len(jobs)} jobs, {len(tasks)} task(s): "
+        f"{runs_text}, {len(tasks)} task(s): "
         + ", ".join(
             f"{counts.get(s, 0)} {s}"
             for s in ("ok", "diverged", "failed", "missing")
             if counts.get(s, 0) or s != "missing"
         )
-        + ". Every job is a row of `results.csv`; the tables are `best.csv`.",
+        + ". Every run is a row of `results.csv`; the tables are `best.csv`.",
         "",
         "Each optimizer's learning rate is chosen on validation (a test function: its final "
         "gap f - f*; a network: its validation AUC), never on test, by its mean over the "
@@ -990,6 +1355,9 @@ def build_report(
         ]
         if objective.test_metric:
             header += [f"{objective.test_metric} mean (at that lr)", "95% CI"]
+        n_starts = _starts_per_run(jobs[jobs["task_label"] == task])
+        if n_starts > 1:
+            header += ["starts under target (at that lr)", "starts diverged (at that lr)"]
         header += ["diverged", "failed"]
         table = []
         order = chosen.sort_values("mean", ascending=not objective.maximize, na_position="last")
@@ -1011,11 +1379,15 @@ def build_report(
                     _fmt(row["test_mean"], True),
                     f"[{_fmt(row['test_ci_low'], True)}, {_fmt(row['test_ci_high'], True)}]",
                 ]
+            if n_starts > 1:
+                cells += [_percent(row["success_rate"]), _percent(row["diverged_fraction"])]
             cells += [f"{row['diverged']}/{row['runs']}", f"{row['failed']}/{row['runs']}"]
             table.append(cells)
         lines += _markdown_table(header, table) + [""]
-        if (chosen["lr"].isna()).any():
-            lines += ["`-`: every rate of that optimizer diverged or failed.", ""]
+        lines += _unchosen_lines(chosen)
+        task_batched = batched and jobs.loc[jobs["task_label"] == task, "job_run"].notna().any()
+        if n_starts > 1:
+            lines += _starts_lines(n_starts, objective, task_batched)
 
         if single.all():
             lines += [
@@ -1045,8 +1417,20 @@ def build_report(
         ]
         if not objective.seeded:
             lines += [
-                "A test function from a fixed start runs the same for every seed: the "
-                "intervals have zero width.",
+                (
+                    "The starts are a fixed grid and a test function is deterministic: every "
+                    "seed runs the same, so the intervals have zero width."
+                    if n_starts > 1
+                    else "A test function from a fixed start runs the same for every seed: "
+                    "the intervals have zero width."
+                ),
+                "",
+            ]
+        elif task_batched:
+            lines += [
+                "The starts are drawn with the seed: more seeds give other starts. No rerun "
+                "command is printed, as a job of several optimizers and rates runs them all "
+                "again; add `seed=1,2,...` to its own command for more seeds.",
                 "",
             ]
         elif commands:
@@ -1097,6 +1481,8 @@ def build_report(
                 "so no profile figure is drawn.",
                 "",
             ]
+
+    lines += _optuna_lines(sweep_dir, jobs, objective_of)
 
     failed = jobs[jobs["status"].isin(["failed", "missing"])]
     if len(failed):

@@ -108,6 +108,7 @@ __all__ = [
     "HiggsDataError",
     "HiggsSplit",
     "download_higgs",
+    "check_options",
     "load_higgs",
     "read_higgs_csv",
     "renormalize_weights",
@@ -213,6 +214,22 @@ def _sample_hint() -> str:
     return (
         "a smaller file in the same layout, such as the real 9,998-event sample where it "
         f"is kept beside the repository (task.data.path=<checkout>/{SAMPLE_PATH_HINT})"
+    )
+
+
+def _directory_message(path: Path) -> str:
+    """The error for a data path that is a directory: a file is expected, perhaps one of
+    the CSV files inside it."""
+    found = sorted(p.name for p in path.glob("*.csv*") if p.is_file() and "cache" not in p.name)
+    inside = (
+        f"; it holds {', '.join(found[:5])}{', ...' if len(found) > 5 else ''}, e.g. "
+        f"task.data.path={path / found[0]}"
+        if found
+        else f"; it holds no .csv or .csv.gz file. Or use {_sample_hint()}"
+    )
+    return (
+        f"task.data.path={path}{_resolved(path)} is a directory; a data file is expected: the "
+        f"challenge CSV (.csv or .csv.gz){inside}"
     )
 
 
@@ -586,6 +603,13 @@ def _load_cache(cache_file: Path, sha256: Callable[[], str], size: int) -> _Tabl
     return None
 
 
+def _new_file_mode() -> int:
+    """The permission bits ``open()`` gives a new file: 0666 less the process's umask."""
+    umask = os.umask(0)  # reading the umask means setting it; restored at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_cache(cache_file: Path, table: _Table, sha256: str, size: int) -> None:
     """Write the cache atomically; a directory that cannot be written only costs speed."""
     meta = {"version": _CACHE_VERSION, "sha256": sha256, "size": size, "layout": table.layout}
@@ -605,6 +629,10 @@ def _write_cache(cache_file: Path, table: _Table, sha256: str, size: int) -> Non
         )
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+            # mkstemp creates the file for its owner alone (0600); the cache gets the mode
+            # of any new file (0644 under the usual umask 022), so that the other users of
+            # a shared data folder read it too.
+            os.fchmod(f.fileno(), _new_file_mode())
         os.replace(tmp_name, cache_file)
         tmp_name = None
         logger.info("cache written: %s", cache_file)
@@ -902,6 +930,57 @@ def _describe(split: HiggsSplit | None) -> str:
 # --- Loading ----------------------------------------------------------------------------
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool
+    )
+
+
+def check_options(
+    *,
+    max_events: Any = None,
+    val_fraction: Any = 0.2,
+    test_fraction: Any = 0.2,
+    missing: Any = "impute",
+    weight: Any = "KaggleWeight",
+    prefix: str = "",
+) -> int | None:
+    """Check :func:`load_higgs`'s options; return ``max_events`` as an int (or None).
+
+    A value of the wrong type (``max_events="abc"``, as a command line passes text it cannot
+    read as a number) is refused like a value out of range, with a ``ValueError`` naming the
+    option, the value and what it takes. ``prefix`` is put before the option's name in the
+    message (``"task.data."`` names the command line's key and adds how to set it). A float
+    with no fractional part (``1e3``) is taken as its integer.
+    """
+
+    def refuse(key: str, value: Any, expected: str, example: str) -> ValueError:
+        hint = f"; set it as {prefix}{key}={example}" if prefix else ""
+        return ValueError(f"{prefix}{key} must be {expected}, got {value!r}{hint}")
+
+    if max_events is not None:
+        whole = _is_number(max_events) and float(max_events).is_integer()
+        if not whole or max_events < 1:
+            every = "null" if prefix else "None"
+            expected = f"a positive integer or {every} (every event)"
+            raise refuse("max_events", max_events, expected, "N")
+        max_events = int(max_events)
+    if not _is_number(val_fraction) or not 0.0 <= val_fraction < 1.0:
+        raise refuse("val_fraction", val_fraction, "in [0, 1)", "0.2")
+    if not _is_number(test_fraction) or not 0.0 <= test_fraction < 1.0:
+        raise refuse("test_fraction", test_fraction, "in [0, 1)", "0.2")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"{prefix}test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, "
+            f"got test_fraction={test_fraction} and val_fraction={val_fraction}"
+        )
+    if missing not in ("impute", "sentinel"):
+        raise refuse("missing", missing, "'impute' or 'sentinel'", "impute")
+    if weight not in ("KaggleWeight", "Weight"):
+        raise refuse("weight", weight, "'KaggleWeight' or 'Weight'", "KaggleWeight")
+    return max_events
+
+
 def load_higgs(
     path: str | os.PathLike[str],
     *,
@@ -950,21 +1029,17 @@ def load_higgs(
         HiggsDataError: the file is malformed.
         DownloadError: the download failed or did not match its checksum.
     """
-    if max_events is not None and (isinstance(max_events, bool) or max_events < 1):
-        raise ValueError(f"max_events must be a positive integer or None, got {max_events!r}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got "
-            f"test_fraction={test_fraction} and val_fraction={val_fraction}"
-        )
-    if missing not in ("impute", "sentinel"):
-        raise ValueError(f"missing must be 'impute' or 'sentinel', got {missing!r}")
-    if weight not in ("KaggleWeight", "Weight"):
-        raise ValueError(f"weight must be 'KaggleWeight' or 'Weight', got {weight!r}")
+    max_events = check_options(
+        max_events=max_events,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        missing=missing,
+        weight=weight,
+    )
 
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataNotFoundError(_directory_message(path))
     if not path.is_file():
         if not download:
             raise DataNotFoundError(_not_found_message(path))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from numbers import Real
 from typing import Any, ClassVar
 
 import torch
@@ -89,21 +90,44 @@ def scalar_dtype() -> torch.dtype:
 
 
 def check_lr(lr: float | Tensor) -> None:
+    """Raise ``ValueError`` in torch.optim's wording (``Invalid learning rate: -1``) for a
+    learning rate that is negative, NaN or not a number at all (``"abc"``, a bool).
+
+    The error carries the constructor argument it concerns (``setting``) and what that
+    argument takes (``expected``), so the command line can name its config key.
+    """
     if isinstance(lr, Tensor) and lr.numel() != 1:
         raise ValueError("Tensor lr must be 1-element")
-    if not lr >= 0.0:
-        raise ValueError(f"Invalid learning rate: {lr}")
+    number = isinstance(lr, Tensor) or (isinstance(lr, Real) and not isinstance(lr, bool))
+    if not number or not lr >= 0.0:
+        err = ValueError(f"Invalid learning rate: {lr}")
+        err.setting, err.expected = "lr", "a non-negative number"  # type: ignore[attr-defined]
+        raise err
 
 
 def check_nonnegative(name: str, value: float) -> None:
-    """Raise ``ValueError`` in torch.optim's wording, e.g. ``Invalid epsilon value: -1``."""
-    if not value >= 0.0:
-        raise ValueError(f"Invalid {name} value: {value}")
+    """Raise ``ValueError`` in torch.optim's wording, e.g. ``Invalid epsilon value: -1``,
+    for a value that is negative, NaN or not a number (``"abc"``, a bool). ``name`` is the
+    word torch uses, the argument's name except ``epsilon`` for ``eps``; the error carries
+    the argument (``setting``) and what it takes (``expected``), as :func:`check_lr`'s does.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real | Tensor) or not value >= 0.0:
+        err = ValueError(f"Invalid {name} value: {value}")
+        err.setting = "eps" if name == "epsilon" else name  # type: ignore[attr-defined]
+        err.expected = "a non-negative number"  # type: ignore[attr-defined]
+        raise err
 
 
 def check_beta(index: int, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"Invalid beta parameter at index {index}: {value}")
+    """Raise ``ValueError`` in torch.optim's wording (``Invalid beta parameter at index 1:
+    1.0``) unless ``betas[index]`` is a number in [0, 1); the error carries ``setting``
+    (``betas``) and ``expected``, as :func:`check_lr`'s does."""
+    number = isinstance(value, Real | Tensor) and not isinstance(value, bool)
+    if not number or not 0.0 <= value < 1.0:
+        err = ValueError(f"Invalid beta parameter at index {index}: {value}")
+        err.setting = "betas"  # type: ignore[attr-defined]
+        err.expected = "numbers in [0, 1)"  # type: ignore[attr-defined]
+        raise err
 
 
 def view_as_real(tensors: list[Tensor]) -> list[Tensor]:

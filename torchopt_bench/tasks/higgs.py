@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from hydra.utils import to_absolute_path
 from torch import Tensor
 
-from ..data.higgs import HiggsData, HiggsSplit, load_higgs
+from ..data.higgs import HiggsData, HiggsSplit, check_options, load_higgs
 from ..metrics import ams_at_threshold, ranking_metrics, weighted_auc
 from ..models import MLP
 from ..network_figures import ams_threshold_figure, curves_figure, roc_figure, score_figure
@@ -163,6 +163,10 @@ class HiggsTask(NetworkTask):
         if "path" not in options:
             raise ValueError("task.data.path is required: the challenge CSV (.csv or .csv.gz)")
         path = Path(to_absolute_path(str(options.pop("path"))))
+        # Settings are checked here, so that a bad one is named by its command-line key.
+        checked = ("max_events", "val_fraction", "test_fraction", "missing", "weight")
+        given = {k: options[k] for k in checked if k in options}
+        options["max_events"] = check_options(prefix="task.data.", **given)
         self.setup_data(load_higgs(path, seed=seed, **options), device, dtype, seed)
 
     def setup_data(
