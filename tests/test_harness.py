@@ -366,3 +366,24 @@ def test_every_function_task_runs(cli, tmp_path):
         assert result.returncode == 0, result.stderr
         assert result.summary["task"] == task
         assert Path(result.run_dir / "trajectory.png").exists()
+
+
+def test_a_failed_attempt_beside_a_finished_run_leaves_its_files_describing_it(cli, tmp_path):
+    """The finished run's summary.json is kept (the attempt goes to summary.failed.json),
+    and so are its Hydra files and TensorBoard events: ``.hydra/`` still says lr 0.01,
+    the attempt's own Hydra files are in ``.hydra/failed/``."""
+    run_dir = tmp_path / "run"
+    first = cli("optimizer=sgd", "optimizer.lr=0.01", "trainer.steps=5", run_dir=run_dir)
+    assert first.returncode == 0, first.stderr
+    kept = (run_dir / "summary.json").read_text()
+    events = sorted(p.name for p in run_dir.glob("events.out.tfevents.*"))
+
+    second = cli("optimizer=sgd", "optimizer.lr=-1", "trainer.steps=5", run_dir=run_dir)
+    assert second.returncode == 1
+    assert (run_dir / "summary.json").read_text() == kept
+    assert json.loads((run_dir / "summary.failed.json").read_text())["status"] == "failed"
+    hydra_dir = run_dir / ".hydra"
+    assert "lr: 0.01" in (hydra_dir / "config.yaml").read_text()
+    assert "optimizer.lr=0.01" in (hydra_dir / "overrides.yaml").read_text()
+    assert "lr: -1" in (hydra_dir / "failed" / "config.yaml").read_text()
+    assert sorted(p.name for p in run_dir.glob("events.out.tfevents.*")) == events

@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import math
+import shutil
 import sys
 import time
 import traceback
@@ -219,6 +220,43 @@ def _summary_name(run_dir: Path, summary: dict[str, Any]) -> str:
     return "summary.failed.json"
 
 
+#: Where a finished run keeps a copy of its Hydra files (``.hydra/finished/``): a later
+#: attempt in the same directory that fails gets its own copy in ``.hydra/failed/``, and
+#: ``.hydra/`` again describes the result that ``summary.json`` holds.
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+
+def _keep_hydra_files(run_dir: Path, kept_result: bool, events_before: set[Path]) -> None:
+    """After a finished run, copy its Hydra files into ``.hydra/finished/``. After a
+    failed attempt beside a kept result, move the attempt's Hydra files to
+    ``.hydra/failed/``, put the finished run's back and remove the TensorBoard events
+    file the attempt opened (its summary is in ``summary.failed.json``)."""
+    hydra_cfg = HydraConfig.get()
+    if not hydra_cfg.output_subdir:
+        return
+    hydra_dir = run_dir / hydra_cfg.output_subdir
+    finished, failed = hydra_dir / "finished", hydra_dir / "failed"
+    if not kept_result:
+        finished.mkdir(parents=True, exist_ok=True)
+        for name in HYDRA_FILES:
+            if (hydra_dir / name).is_file():
+                shutil.copy2(hydra_dir / name, finished / name)
+        return
+    failed.mkdir(parents=True, exist_ok=True)
+    for name in HYDRA_FILES:
+        if (hydra_dir / name).is_file():
+            shutil.move(hydra_dir / name, failed / name)
+        if (finished / name).is_file():
+            shutil.copy2(finished / name, hydra_dir / name)
+    for events in set(run_dir.glob("events.out.tfevents.*")) - events_before:
+        events.unlink()
+    log.info(
+        "%s describes the kept result again; this attempt's Hydra files are in %s",
+        hydra_dir,
+        failed,
+    )
+
+
 def objective_value(
     summary: dict[str, Any], metric: str | None, maximize: bool = False
 ) -> float | None:
@@ -313,6 +351,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         optimizer_nodes, optimizer_key = {"optimizer": cfg.optimizer}, "optimizer"
 
     started = time.perf_counter()
+    events_before = set(run_dir.glob("events.out.tfevents.*"))
     with RunRecorder(run_dir, tensorboard=cfg.logger.tensorboard) as recorder:
         task = None
         try:
@@ -354,6 +393,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary["config"] = config
             summary_path = recorder.write_summary(summary, _summary_name(run_dir, summary))
             log.info("Wrote %s", describe_file(summary_path))
+    kept_result = summary_path.name != "summary.json"
+    if kept_result or summary["status"] != "failed":
+        _keep_hydra_files(run_dir, kept_result, events_before)
 
     (log.error if summary["status"] == "failed" else log.info)(_status_line(summary))
     if summary["status"] == "failed" and not multirun:
