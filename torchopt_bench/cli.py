@@ -446,8 +446,9 @@ _failed_jobs: list[Path] = []
 
 def _job_marks(sweep_dir: Path, marker: str) -> dict[Path, int]:
     """Job directory -> modification time (ns) of the file Hydra writes into every job's
-    directory when the job starts (``.hydra/overrides.yaml``), for every job under
-    ``sweep_dir``."""
+    directory when the job starts (``.hydra/overrides.yaml``, or the same file of the
+    job's last failed attempt in ``.hydra/failed/`` where that is newer), for every job
+    under ``sweep_dir``."""
     if not sweep_dir.is_dir():
         return {}
     depth = len(Path(marker).parts)
@@ -456,6 +457,11 @@ def _job_marks(sweep_dir: Path, marker: str) -> dict[Path, int]:
         if path.as_posix().endswith(marker):
             job = path.parents[depth - 1]
             marks[job] = path.stat().st_mtime_ns
+            # A failed attempt beside a kept result moved its own Hydra files to
+            # .hydra/failed/ and put the kept run's (older) ones back.
+            attempt = path.parent / "failed" / path.name
+            if attempt.is_file():
+                marks[job] = max(marks[job], attempt.stat().st_mtime_ns)
     return marks
 
 
