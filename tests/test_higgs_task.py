@@ -142,9 +142,9 @@ def test_resume_restores_the_global_rngs(tmp_path: Path, higgs_file: Path) -> No
 
     _, history = fit(Draws(data=data), tmp_path / "a", epochs=4, batch_size=64, checkpoint_every=2)
     fit(Draws(data=data), tmp_path / "b", epochs=2, batch_size=64, checkpoint_every=2)
-    torch.manual_seed(12345)
+    # The resumed process starts from the seed's fresh state, not the checkpoint's.
     _, resumed = fit(
-        Draws(data=data), tmp_path / "b", seed=7, epochs=4, batch_size=64, resume=True
+        Draws(data=data), tmp_path / "b", seed=0, epochs=4, batch_size=64, resume=True
     )
     assert [r["draw/torch"] for r in resumed] == [r["draw/torch"] for r in history]
     assert [r["draw/numpy"] for r in resumed] == [r["draw/numpy"] for r in history]
@@ -190,6 +190,20 @@ def test_resume_refuses_other_optimizer_settings(tmp_path: Path, higgs_file: Pat
         # The same settings continue it.
         summary = Trainer(**options).fit(task, optimizer("adam", lr=0.01), recorder)
     assert summary["resumed_from_epoch"] == 2 and summary["epochs"] == 3
+
+
+def test_resume_refuses_another_seed_and_fewer_epochs(tmp_path: Path, higgs_file: Path) -> None:
+    """The seed drew the splits and the initial weights: another seed would continue the
+    checkpoint on other splits. Fewer epochs than the checkpoint holds would leave
+    summary and config disagreeing. Both are refused by name."""
+    data = {"path": str(higgs_file), "cache": False}
+    fit(HiggsTask(data=data), tmp_path, epochs=3, batch_size=64, checkpoint_every=1)
+    with pytest.raises(ValueError, match=r"another run \(seed: 0 in the checkpoint, 7 now\)"):
+        fit(HiggsTask(data=data), tmp_path, seed=7, epochs=4, batch_size=64, resume=True)
+    with pytest.raises(ValueError, match=r"is at epoch 3, past trainer.epochs=2; set trainer"):
+        fit(HiggsTask(data=data), tmp_path, epochs=2, batch_size=64, resume=True)
+    with pytest.raises(ValueError, match=r"another run \(optimizers: \['Adam'\] in the "):
+        fit(HiggsTask(data=data), tmp_path, opt="momentum", epochs=4, batch_size=64, resume=True)
 
 
 def test_compilation_of_a_fused_update_is_kept_out_of_the_step_time(

@@ -30,9 +30,10 @@ epoch (``wall_time_s``, the steps alone, evaluation excluded as in AlgoPerf's su
 time, and the one-off compilation of a fused optimizer's update too) and the time
 including the evaluations (``elapsed_s``).
 
-Resuming checks that the checkpoint belongs to this run: the same task, optimizer classes,
-parameter shapes, batch size and optimizer settings as built (``optimizer.lr`` and the
-rest); any difference is refused with the settings named. The number of epochs may grow.
+Resuming checks that the checkpoint belongs to this run: the same task, seed (which also
+drew the data splits), optimizer classes, parameter shapes, batch size and optimizer
+settings as built (``optimizer.lr`` and the rest); any difference is refused with the
+settings named. The number of epochs may grow, not fall below the checkpoint's.
 """
 
 from __future__ import annotations
@@ -292,6 +293,7 @@ class Trainer:
             "optimizers": [type(opt).__name__ for opt in optimizers],
             "shapes": [list(p.shape) for p in params],
             "batch_size": self.batch_size,
+            "seed": getattr(task, "seed", None),
             **_hyperparameters(optimizers),
         }
 
@@ -332,7 +334,7 @@ class Trainer:
         start_epoch = 1
         resumed = None
         if checkpoints and self.resume:
-            resumed = self._load_checkpoint(checkpoint, fingerprint, task, optimizers)
+            resumed = self._load_checkpoint(checkpoint, fingerprint, task, optimizers, n_epochs)
         set_modes(training=False)
         first = None
         if resumed is None:
@@ -492,7 +494,11 @@ class Trainer:
 
     @staticmethod
     def _load_checkpoint(
-        path: Path, fingerprint: Mapping[str, Any], task: Task, optimizers: list[Optimizer]
+        path: Path,
+        fingerprint: Mapping[str, Any],
+        task: Task,
+        optimizers: list[Optimizer],
+        epochs: int,
     ) -> dict[str, Any] | None:
         """Restore the task, the optimizers and the RNGs from ``path``; return the loop's
         counters and history, or None when there is no checkpoint."""
@@ -512,6 +518,10 @@ class Trainer:
                 f"(version {state.get('version')}); delete it to start from the beginning"
             )
         differ = [k for k, v in fingerprint.items() if state["fingerprint"].get(k) != v]
+        if "optimizers" in differ:
+            # Other classes: their settings differ by name too, which says nothing more.
+            differ = [k for k in differ if not k.startswith("optimizer")] + ["optimizers"]
+            differ = list(dict.fromkeys(differ))
         if differ:
             detail = ", ".join(
                 f"{k}: {state['fingerprint'].get(k)} in the checkpoint, {fingerprint[k]} now"
@@ -520,6 +530,12 @@ class Trainer:
             raise ValueError(
                 f"trainer.resume: the checkpoint {path} belongs to another run ({detail}); "
                 "resume with the settings of the stopped run, or use another hydra.run.dir"
+            )
+        if state["epoch"] > epochs:
+            raise ValueError(
+                f"trainer.resume: the checkpoint {path} is at epoch {state['epoch']}, past "
+                f"trainer.epochs={epochs}; set trainer.epochs={state['epoch']} or more to "
+                "continue it, or use another hydra.run.dir"
             )
         task.load_state_dict(state["task"])
         for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):

@@ -66,8 +66,10 @@ class NetworkTask(Task):
         self.batch_size: int | None = None
 
     def _init_order(self, device: torch.device, seed: int) -> None:
-        """The generator of the per-epoch permutations, on ``device``."""
+        """The generator of the per-epoch permutations, on ``device``; ``seed`` is kept
+        (it also drew the splits and the initial weights: a checkpoint records it)."""
         self.device = device
+        self.seed = seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def parameters(self) -> list[Tensor]:
