@@ -594,6 +594,8 @@ def _function_objective(rows: pd.DataFrame) -> Objective:
     return replace(
         FUNCTION_OBJECTIVE,
         label=f"median final gap f - f* over {n} starts",
+        # The curve of a run is its gap_curves.csv median: over the starts still alive.
+        panels=(("train/gap", "median f(x) - f* over the starts still alive (log scale)", True),),
         seeded=bool(drawn),
     )
 
@@ -994,9 +996,9 @@ def plot_lr_sensitivity(
     if len(tried) and (tried == 1).all():
         star = "the only rate run (nothing to choose from)"
     elif len(tried) and (tried == 1).any():
-        star = "chosen rate (best on validation; an optimizer with one point: the only rate run)"
+        star = "chosen rate (best y value; an optimizer with one point: the only rate run)"
     else:
-        star = "chosen rate (best on validation)"
+        star = "chosen rate (best y value)"
     ax.plot([], [], "*", color="0.6", mec="k", ms=12, label=star)
     if any_diverged:
         ax.plot([], [], "x", color="0.3", ms=8, mew=2, label="diverged (every seed)")
