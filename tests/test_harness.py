@@ -152,13 +152,15 @@ def last_line(result) -> str:
         ),
         (
             ("optimizer=adam", "optimizer.betas=[0.9]"),
-            "ValueError: optimizer.betas must be a list of 2 numbers in [0, 1), got [0.9]; "
-            "set it as optimizer.betas=[0.9,0.999]",
+            "ValueError: Invalid betas: 2 values are needed, got [0.9] (optimizer.betas must be "
+            "a list of 2 numbers in [0, 1); set it as optimizer.betas=VALUE, the defaults are "
+            "in conf/optimizer/)",
         ),
         (
             ("optimizer=lion", "optimizer.betas=0.9"),
-            "ValueError: optimizer.betas must be a list of 2 numbers in [0, 1), got 0.9; "
-            "set it as optimizer.betas=[0.9,0.99]",
+            "ValueError: Invalid betas: 2 values are needed, got 0.9 (optimizer.betas must be "
+            "a list of 2 numbers in [0, 1); set it as optimizer.betas=VALUE, the defaults are "
+            "in conf/optimizer/)",
         ),
         (("seed=abc",), "ValueError: seed must be an integer, got 'abc'; set it as seed=N"),
         (("seed=1.5",), "ValueError: seed must be an integer, got 1.5; set it as seed=N"),

@@ -479,3 +479,23 @@ def test_weight_decay_helper_takes_one_form_or_the_other(foreach: bool) -> None:
     assert param.tolist() == [1.0, 2.0, -4.0]
     assert decay(grad, param, decoupled=True) is grad
     assert param.tolist() == [0.75, 1.5, -3.0]
+
+
+@pytest.mark.parametrize("betas", [(0.9,), (0.9, 0.99, 0.999), 0.9, "ab"])
+def test_betas_of_another_length_raise_a_value_error(betas: Any) -> None:
+    """torch.optim indexes ``betas[1]`` unchecked (an IndexError for one value); ours say
+    how many values are needed, for every optimizer that takes betas."""
+    import inspect
+
+    from torchopt_bench.optim import OPTIMIZERS
+
+    with_betas = [
+        cls for cls in OPTIMIZERS.values() if "betas" in inspect.signature(cls).parameters
+    ]
+    assert len(with_betas) >= 10
+    for cls in with_betas:
+        count = len(inspect.signature(cls).parameters["betas"].default)
+        if count != 2:
+            continue
+        with pytest.raises(ValueError, match=r"^Invalid betas: 2 values are needed, got "):
+            cls([torch.zeros(2, requires_grad=True)], betas=betas)

@@ -14,7 +14,6 @@ named by the top-level ``objective`` key.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -22,7 +21,6 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +30,8 @@ from hydra.core.utils import configure_log
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .runtime import config_dir, project_root, resolve_device, resolve_dtype, seed_everything
@@ -70,30 +68,6 @@ def _check_seed(value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise ValueError(f"seed must be an integer, got {value!r}; set it as seed=N")
-
-
-def _check_betas(node: DictConfig, key: str) -> None:
-    """Refuse an optimizer config's ``betas`` that does not hold as many values as its
-    class's default (two for Adam: ``optimizer.betas=[0.9]`` would fail as an
-    ``IndexError`` inside the constructor). The values themselves are checked by the
-    optimizer (each in [0, 1))."""
-    if "betas" not in node or "_target_" not in node:
-        return
-    try:
-        default = inspect.signature(get_object(node._target_)).parameters["betas"].default
-    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
-        return  # the target or its argument is reported when the optimizer is built
-    if not isinstance(default, Sequence) or isinstance(default, str):
-        return
-    betas = node.betas
-    if isinstance(betas, ListConfig | list | tuple) and len(betas) == len(default):
-        return
-    shown = OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas
-    example = ",".join(str(b) for b in default)
-    raise ValueError(
-        f"{key}.betas must be a list of {len(default)} numbers in [0, 1), got {shown!r}; "
-        f"set it as {key}.betas=[{example}]"
-    )
 
 
 def _one_line(text: str) -> str:
@@ -363,8 +337,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             fallback = cfg.trainer.get("fallback_optimizer")
             fallback = instantiate(fallback) if fallback is not None else None
             trainer = trainer_from_config(cfg.trainer, fallback)
-            for key, node in optimizer_nodes.items():
-                _check_betas(node, key)
             task = instantiate(cfg.task, _convert_="all")
             dtype = resolve_dtype(cfg.dtype, task.default_dtype)
             log.info("Task %s (%s) on %s in %s", task.name, cfg.task._target_, device, dtype)

@@ -27,7 +27,7 @@ learning-rate schedulers and per-group settings behave as in torch.optim.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Real
 from typing import Any, ClassVar
@@ -128,6 +128,18 @@ def check_beta(index: int, value: float) -> None:
         err.setting = "betas"  # type: ignore[attr-defined]
         err.expected = "numbers in [0, 1)"  # type: ignore[attr-defined]
         raise err
+
+
+def check_betas(betas: Any, count: int = 2) -> None:
+    """``betas`` must hold ``count`` numbers, each checked by :func:`check_beta`; a list of
+    another length is a ``ValueError`` naming the setting, as its values' errors do."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != count:
+        err = ValueError(f"Invalid betas: {count} values are needed, got {betas!r}")
+        err.setting = "betas"  # type: ignore[attr-defined]
+        err.expected = f"a list of {count} numbers in [0, 1)"  # type: ignore[attr-defined]
+        raise err
+    for index, value in enumerate(betas):
+        check_beta(index, value)
 
 
 def view_as_real(tensors: list[Tensor]) -> list[Tensor]:

@@ -13,7 +13,7 @@ from ._base import (
     ParamsT,
     apply_l2,
     apply_l2_foreach,
-    check_beta,
+    check_betas,
     check_lr,
     check_nonnegative,
     register,
@@ -75,8 +75,7 @@ class Adamax(BenchOptimizer):
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
-        check_beta(0, betas[0])
-        check_beta(1, betas[1])
+        check_betas(betas)
         check_nonnegative("weight_decay", weight_decay)
         if capturable:
             raise ValueError(

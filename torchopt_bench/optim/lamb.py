@@ -12,7 +12,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    check_beta,
+    check_betas,
     check_lr,
     check_nonnegative,
     register,
@@ -104,8 +104,7 @@ class Lamb(BenchOptimizer):
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
-        check_beta(0, betas[0])
-        check_beta(1, betas[1])
+        check_betas(betas)
         check_nonnegative("weight_decay", weight_decay)
         if not clamp_value > 0:
             raise ValueError(f"Invalid clamp_value value: {clamp_value}")

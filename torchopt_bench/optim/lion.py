@@ -11,7 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    check_beta,
+    check_betas,
     check_lr,
     check_nonnegative,
     decoupled_shrink,
@@ -79,8 +79,7 @@ class Lion(BenchOptimizer):
         fused: bool | None = None,
     ) -> None:
         check_lr(lr)
-        check_beta(0, betas[0])
-        check_beta(1, betas[1])
+        check_betas(betas)
         check_nonnegative("weight_decay", weight_decay)
         defaults = dict(
             lr=lr,

@@ -13,7 +13,7 @@ from ._base import (
     ParamsT,
     apply_weight_decay,
     apply_weight_decay_foreach,
-    check_beta,
+    check_betas,
     check_lr,
     check_nonnegative,
     register,
@@ -94,8 +94,7 @@ class NAdam(BenchOptimizer):
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
-        check_beta(0, betas[0])
-        check_beta(1, betas[1])
+        check_betas(betas)
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("momentum_decay", momentum_decay)
         if capturable:

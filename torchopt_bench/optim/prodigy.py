@@ -14,6 +14,7 @@ from ._base import (
     Capabilities,
     ParamsT,
     check_beta,
+    check_betas,
     check_lr,
     check_nonnegative,
     register,
@@ -115,8 +116,7 @@ class Prodigy(BenchOptimizer):
         fused: bool | None = None,
     ) -> None:
         check_lr(lr)
-        check_beta(0, betas[0])
-        check_beta(1, betas[1])
+        check_betas(betas)
         if beta3 is not None:
             check_beta(2, beta3)
         check_nonnegative("epsilon", eps)

@@ -12,7 +12,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    check_beta,
+    check_betas,
     check_lr,
     check_nonnegative,
     register,
@@ -107,8 +107,7 @@ class ScheduleFreeAdamW(BenchOptimizer):
     ) -> None:
         check_lr(lr)
         check_nonnegative("epsilon", eps)
-        check_beta(0, betas[0])
-        check_beta(1, betas[1])
+        check_betas(betas)
         if betas[0] == 0:
             raise ValueError(
                 f"Invalid beta parameter at index 0: {betas[0]} (x is recovered from y and "

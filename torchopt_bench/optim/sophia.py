@@ -11,7 +11,7 @@ from ._base import (
     BenchOptimizer,
     Capabilities,
     ParamsT,
-    check_beta,
+    check_betas,
     check_lr,
     check_nonnegative,
     decoupled_shrink,
@@ -113,8 +113,7 @@ class Sophia(BenchOptimizer):
         fused: bool | None = None,
     ) -> None:
         check_lr(lr)
-        check_beta(0, betas[0])
-        check_beta(1, betas[1])
+        check_betas(betas)
         if not rho > 0:
             raise ValueError(f"Invalid rho value: {rho}")
         check_nonnegative("epsilon", eps)
