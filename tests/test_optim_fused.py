@@ -12,7 +12,9 @@ compiled rows compile once each (a few seconds on a CPU); nothing here measures 
 from __future__ import annotations
 
 import copy
+import gc
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -300,3 +302,117 @@ def test_a_failed_compilation_names_the_way_out(monkeypatch) -> None:
                        r"no compiler found.*fused=False"):  # fmt: skip
         optimizer.step()
     assert torch.equal(param.detach(), torch.ones(3, 2))
+
+
+def _first_moment_key(state: dict[str, Any]) -> str:
+    return next(k for k, v in state.items() if isinstance(v, Tensor) and v.dim() > 0)
+
+
+#: What a user may do before a step (by step), and whether the fused step may then repeat
+#: the previous step's compiled call with new gradients and scalars (True), or must be
+#: planned again (False); see ``BenchOptimizer._fused_step_again``.
+EVENTS = {
+    2: ("nothing", True),
+    3: ("replace a state tensor", False),
+    4: ("drop a gradient", None),  # no call is repeated with a parameter left out ...
+    5: ("nothing", None),  # ... nor planned from such a step
+    6: ("replace a parameter's storage", True),
+    7: ("switch maximize", False),
+    8: ("add a param group", False),
+    9: ("change lr", True),
+    10: ("reset a step counter in place", True),
+    11: ("clear the state", False),
+    12: ("nothing", True),
+}
+
+
+@pytest.mark.parametrize("name", ["Adamax", "ScheduleFreeAdamW", "ASGD"])
+def test_a_repeated_fused_step_sees_every_change(name: str) -> None:
+    """Parameters and state equal the per-tensor loop's after every kind of change, and
+    the repeated call ran exactly where nothing it depends on had changed."""
+    cls = OPTIMIZERS[name]
+    start = [
+        torch.linspace(-1, 1, 6, dtype=torch.float64).reshape(2, 3),
+        torch.ones(4, dtype=torch.float64),
+    ]
+    extra = torch.linspace(0.5, 1, 3, dtype=torch.float64)
+    results, repeated = [], {}
+    for fused in (False, True):
+        params = [t.clone().requires_grad_() for t in start]
+        added = extra.clone().requires_grad_()
+        optimizer = cls(params, lr=0.05, fused=fused)
+        now = [0]
+        if fused:
+            again = optimizer._fused_step_again
+
+            def spy(plan: Any, again: Any = again, now: list = now) -> bool:
+                repeated[now[0]] = again(plan)
+                return repeated[now[0]]
+
+            optimizer._fused_step_again = spy
+        for step in range(13):
+            now[0] = step
+            event = EVENTS.get(step, ("nothing", None))[0]
+            state = optimizer.state[params[0]]
+            if event == "replace a state tensor":
+                key = _first_moment_key(state)
+                state[key] = state[key] * 0.5 + 0.01
+            elif event == "replace a parameter's storage":
+                params[1].data = params[1].detach() + 0.25
+            elif event == "switch maximize":
+                optimizer.param_groups[0]["maximize"] = True
+            elif event == "add a param group":
+                # With the first group's maximize: groups of other flags get calls of their own.
+                optimizer.add_param_group({"params": [added], "lr": 0.02, "maximize": True})
+            elif event == "change lr":
+                optimizer.param_groups[0]["lr"] = 0.03
+            elif event == "reset a step counter in place":
+                state["step"].fill_(1)
+            elif event == "clear the state":
+                optimizer.state.clear()
+            for index, p in enumerate([*params, added]):
+                p.grad = torch.sin(2 * p.detach() + index + step)
+            if event == "drop a gradient":
+                params[1].grad = None
+            optimizer.step()
+        results.append(([p.detach().clone() for p in [*params, added]], packed_state(optimizer)))
+    (plain, plain_state), (fused, fused_state) = results
+    for index, (p, q) in enumerate(zip(fused, plain)):
+        assert_close(p, q, RTOL, f"param {index}")
+    assert_close(fused_state, plain_state, RTOL, "state")
+    expected = {step: again for step, (_, again) in EVENTS.items() if again is not None}
+    assert {step: repeated.get(step) for step in expected} == expected
+    assert 4 not in repeated or repeated[4] is False
+    assert 5 not in repeated
+
+
+def test_a_fused_step_keeps_no_gradient_alive() -> None:
+    """After ``zero_grad()`` a gradient is freed: the call kept for the next step holds
+    the parameters and state, not the gradients (a second copy of them in memory)."""
+    param = torch.ones(3, 2, requires_grad=True)
+    optimizer = OPTIMIZERS["Lion"]([param], lr=0.1, fused=True)
+    for _ in range(3):  # planned on the first step, repeated on the others
+        param.grad = torch.ones_like(param)
+        grad = weakref.ref(param.grad)
+        optimizer.step()
+        optimizer.zero_grad()
+        gc.collect()
+        assert grad() is None
+    assert "_fused_step" in optimizer.__dict__
+
+
+def test_a_fused_step_counts_as_an_in_place_change_for_autograd() -> None:
+    """The compiled call writes parameters in place as the loop's operations do, and
+    autograd learns of it: a graph that saved a parameter before the step refuses to run
+    backward after it, on the compiling step and on the repeated call alike."""
+    for fused in (False, True):
+        param = torch.ones(3, requires_grad=True)
+        optimizer = OPTIMIZERS["Lion"]([param], lr=0.1, fused=fused)
+        for _ in range(3):
+            loss = (param * param).sum()  # saves param for its backward
+            param.grad = torch.ones_like(param)
+            version = param._version
+            optimizer.step()
+            assert param._version > version
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                loss.backward()

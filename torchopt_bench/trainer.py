@@ -55,8 +55,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from .optim import Capabilities
-from .optim._fused import compile_seconds
+from .optim import Capabilities, compile_seconds
 from .tasks.base import Task
 from .tracking import RunRecorder
 

@@ -2,7 +2,9 @@
 
 Every module of this package that defines an optimizer registers its class with
 :func:`~torchopt_bench.optim._base.register`; importing the package imports them all, so
-:data:`OPTIMIZERS` maps each class name to its class.
+:data:`OPTIMIZERS` maps each class name to its class. :func:`compile_seconds` is the
+time the fused paths have spent compiling in this process (a training loop keeps it out
+of its step times).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ._base import OPTIMIZERS, BenchOptimizer, Capabilities, register
+from ._base import FOREACH_MAX_NUMEL, OPTIMIZERS, BenchOptimizer, Capabilities, register
+from ._fused import compile_seconds
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
@@ -18,4 +21,12 @@ for _module in pkgutil.iter_modules(__path__):
 
 globals().update(OPTIMIZERS)
 
-__all__ = ["OPTIMIZERS", "BenchOptimizer", "Capabilities", "register", *sorted(OPTIMIZERS)]
+__all__ = [
+    "FOREACH_MAX_NUMEL",
+    "OPTIMIZERS",
+    "BenchOptimizer",
+    "Capabilities",
+    "compile_seconds",
+    "register",
+    *sorted(OPTIMIZERS),
+]

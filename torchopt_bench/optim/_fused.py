@@ -12,10 +12,13 @@ tensors of one size, that reads and writes each entry once.
 Why not ``torch.compile``: at the size of a small network (the Higgs MLP's 14,529
 entries in 10 tensors) the step is all fixed cost, and dynamo's per-call work (its frame
 hook, guards over some 40 input tensors, the runtime wrappers) took about 45 us of a
-step whose kernel takes 5. The compiled graph called directly takes about 10 us. What
-dynamo's guards checked is checked here, more cheaply: the optimizer keeps its own plans,
-keyed by the identities of the tensors it holds and checked against the layout of its
-parameters and gradients on every step (see :func:`compiled_update`).
+step whose kernel takes 5. Here the code inductor generates is called itself, without
+the wrappers of a general compiled graph either (see :func:`_direct_call`). What dynamo's
+guards checked is checked here, more cheaply: the optimizer keeps its own plans, keyed by
+the identities of the tensors it holds and checked against the layout of its parameters
+and gradients on every step (see :func:`compiled_update`), and a step that finds
+everything as the last one left it repeats the last call
+(``BenchOptimizer._fused_step_again``).
 
 Why the scalars travel as a tensor: Python floats would be baked into the compiled code
 as constants, and a learning-rate scheduler would then recompile every step. As tensor
@@ -52,6 +55,8 @@ __all__ = [
     "FusedUpdate",
     "compiled_update",
     "run_fused",
+    "scalar_tensor",
+    "layout_check",
     "compile_seconds",
     "cache_info",
     "clear_cache",
@@ -78,9 +83,33 @@ def _layout(tensors: Sequence[Tensor]) -> tuple:
 
 def _row_layout(rows: Sequence[Sequence[Tensor]]) -> list:
     """What may change under an optimizer's own tensors from one step to the next: the
-    layout of each parameter (``param.data = ...``) and of its gradient (a new tensor on
-    most steps)."""
-    return [(p.dtype, p.shape, p.stride(), g.shape, g.stride()) for p, g, *_ in rows]
+    layout of each parameter (``param.data = ...``, which ``module.to(device)`` also
+    does) and of its gradient (a new tensor on most steps)."""
+    return [(p.dtype, p.device, p.shape, p.stride(), g.shape, g.stride()) for p, g, *_ in rows]
+
+
+def layout_check(tensors: Sequence[Tensor]) -> Callable[..., bool]:
+    """A test that the tensors it is given, in the order of ``tensors``, have their
+    dtypes, devices, shapes and strides: dynamo's own tensor guard (one C++ call) where
+    this torch has it, else the same comparison in Python."""
+    try:
+        from torch._C._dynamo.guards import TensorGuards
+
+        return TensorGuards(
+            *tensors,
+            dynamic_dims_sizes=[list(t.shape) for t in tensors],
+            dynamic_dims_strides=[list(t.stride()) for t in tensors],
+        ).check
+    except (ImportError, TypeError, RuntimeError):
+        expected = _layout(tensors)
+
+        def check(*given: Tensor) -> bool:
+            try:
+                return _layout(given) == expected
+            except RuntimeError:  # a sparse tensor, which has no strides
+                return False
+
+        return check
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -140,6 +169,7 @@ def _compile(
             f"for {device.type} ({type(err).__name__}: {err}); inductor needs {needs} for "
             "it. Use the default path (fused=False) or install what inductor needs."
         ) from err
+    compiled = _direct_call(compiled)
     seconds = time.perf_counter() - start
 
     name = update.__qualname__
@@ -156,6 +186,62 @@ def _compile(
         seconds,
     )
     return compiled
+
+
+def _compiled_graph(fn: Any, depth: int = 0) -> Any:
+    """The ``CompiledFxGraph`` that ``torch._inductor.compile``'s callable wraps (found
+    among the closures of its wrappers), or None."""
+    try:
+        from torch._inductor.output_code import CompiledFxGraph
+    except ImportError:
+        return None
+    pending, seen = [fn], set()
+    while pending and depth < 8:
+        depth += 1
+        found = []
+        for item in pending:
+            if isinstance(item, CompiledFxGraph):
+                return item
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            for cell in getattr(item, "__closure__", None) or ():
+                try:
+                    found.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    continue
+        pending = found
+    return None
+
+
+def _direct_call(compiled: Callable[..., Any]) -> Callable[..., None]:
+    """``compiled`` without the runtime wrappers of a general compiled graph.
+
+    Between the call and the generated code, ``torch._inductor.compile``'s callable runs
+    five layers of Python (output flattening, dynamo's frame switch, AOTAutograd's runtime
+    wrappers) that an update of a few microseconds notices, the more so when the caches
+    are cold, as they are after a forward and backward pass. What those layers do for
+    this graph is done here: the generated code writes every mutated input in place
+    (inductor lists them as ``mutated_input_idxs``) and returns nothing, so the only work
+    left is to bump the version counters of the mutated tensors, as any in-place
+    operation does, so that autograd still notices a saved tensor modified in place.
+    Where the graph is not of that form, or this torch lays its wrappers out otherwise,
+    ``compiled`` is returned unchanged."""
+    graph = _compiled_graph(compiled)
+    inner = getattr(graph, "current_callable", None)
+    mutated = sorted(getattr(graph, "mutated_input_idxs", None) or ())
+    strides = getattr(graph, "output_strides", None)
+    if inner is None or not mutated or strides is None:
+        return compiled
+    if any(stride is not None for stride in strides):
+        return compiled  # an output: a mutation left to the wrappers, or a result
+
+    def call(*args: Tensor) -> None:
+        inner(list(args))
+        torch.autograd.graph.increment_version([args[i] for i in mutated])
+
+    call.graph = graph  # type: ignore[attr-defined]
+    return call
 
 
 def compiled_update(
@@ -210,11 +296,14 @@ def run_fused(
     steps: Sequence[Tensor],
     scalar_rows: list[list[float]],
     plans: dict | None = None,
-) -> None:
+) -> tuple[Callable[..., None], list[Tensor]] | None:
     """Apply ``update`` to every row ``(param, grad, *state)`` with the host scalars of
     each row, one compiled call per device, and add one to every ``steps`` tensor: inside
     that call where it lives on the parameters' device, else before it. ``plans`` is the
-    optimizer's cache of compiled calls (see :func:`compiled_update`)."""
+    optimizer's cache of compiled calls (see :func:`compiled_update`).
+
+    Returns the compiled function and its argument list where one call did everything
+    (every tensor on one device), else None."""
     first = rows[0][0].device
     if first.type == "cpu":
         # The common case, checked without building a device object per tensor.
@@ -223,8 +312,7 @@ def run_fused(
         same = all(row[0].device == first for row in rows)
         same = same and all(step.device == first for step in steps)
     if same:
-        _run_on_device(update, flags, maximize, rows, steps, scalar_rows, first, plans)
-        return
+        return _run_on_device(update, flags, maximize, rows, steps, scalar_rows, first, plans)
 
     by_device: dict[torch.device, list[int]] = {}
     for index, row in enumerate(rows):
@@ -249,6 +337,7 @@ def run_fused(
             device,
             plans,
         )
+    return None
 
 
 def _run_on_device(
@@ -260,13 +349,15 @@ def _run_on_device(
     scalar_rows: list[list[float]],
     device: torch.device,
     plans: dict | None,
-) -> None:
-    scalars = _scalar_tensor(scalar_rows, device, plans)
+) -> tuple[Callable[..., None], list[Tensor]]:
+    scalars = scalar_tensor(scalar_rows, device, plans)
     compiled = compiled_update(update, flags, maximize, rows, steps, scalars, plans)
-    compiled(*steps, *(t for row in rows for t in row), scalars)
+    flat = [*steps, *(t for row in rows for t in row), scalars]
+    compiled(*flat)
+    return compiled, flat
 
 
-def _scalar_tensor(scalar_rows: list[list[float]], device: torch.device, plans: dict | None):
+def scalar_tensor(scalar_rows: list[list[float]], device: torch.device, plans: dict | None):
     """The scalars as a tensor on ``device``; the previous step's tensor when they are the
     same numbers (the compiled call only reads it)."""
     # MPS has no float64; its scalars are float32, like its tensors.

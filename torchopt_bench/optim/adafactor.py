@@ -89,6 +89,8 @@ class Adafactor(BenchOptimizer):
     """
 
     capabilities = Capabilities(elementwise=False, foreach=True)
+    # The multi-tensor path holds a copy of every gradient at once: only on request.
+    foreach_by_default = False
     reference = "torch.optim.Adafactor"
 
     def __init__(
@@ -142,10 +144,6 @@ class Adafactor(BenchOptimizer):
         else:
             state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
-
-    def _use_foreach(self, group: dict[str, Any], params: list[Tensor]) -> bool:
-        # The multi-tensor path holds a copy of every gradient at once: only on request.
-        return bool(group["foreach"])
 
     def _single_tensor(self, group, params, grads, states) -> None:
         lr, beta2_decay, (eps1, eps2) = float(group["lr"]), group["beta2_decay"], group["eps"]

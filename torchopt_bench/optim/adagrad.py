@@ -53,7 +53,8 @@ class Adagrad(BenchOptimizer):
         initial_accumulator_value: :math:`\tau`, the starting value of the sum of squared
             gradients (default 0).
         eps: :math:`\epsilon` added to the denominator (default 1e-10).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         maximize: ascend the objective instead of descending (default False).
         differentiable: not supported (raises ValueError when True).
         fused: one pass over memory per step, through torch's own fused kernel

@@ -53,7 +53,8 @@ class Adam(BenchOptimizer):
         weight_decay: :math:`\lambda` (default 0), an L2 penalty added to the gradient.
         amsgrad: use the AMSGrad maximum of second moments (default False).
         maximize: ascend the objective instead of descending (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one pass over memory per step, through torch's own fused kernel
             (``torch._fused_adam_``, ``torch._fused_adamw_``), on CPU and accelerators;
             as in torch, ``step`` is then a float32 tensor on the parameter's device.

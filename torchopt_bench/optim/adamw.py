@@ -37,7 +37,8 @@ class AdamW(Adam):
         weight_decay: decoupled decay :math:`\lambda` (default 1e-2).
         amsgrad: use the AMSGrad maximum of second moments (default False).
         maximize: ascend the objective instead of descending (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         capturable: not supported (raises ValueError when True).
         differentiable: not supported (raises ValueError when True).
         fused: run the update as one compiled kernel per step.

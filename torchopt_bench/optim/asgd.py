@@ -79,7 +79,8 @@ class ASGD(BenchOptimizer):
         alpha: power :math:`\alpha` of the step-size decay (default 0.75).
         t0: step :math:`t_0` after which averaging starts (default 1e6).
         weight_decay: L2 penalty :math:`w` added to the gradient (default 0).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.

@@ -76,7 +76,8 @@ class Lamb(BenchOptimizer):
         clamp_value: upper bound of :math:`\phi(\|\theta\|)` (default 10); ``math.inf``
             for none.
         maximize: ascend the objective instead of descending (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         differentiable: accepted for torch.optim's signature; only False is supported.
         fused: not supported (raises RuntimeError when True): the update is not elementwise.
     """

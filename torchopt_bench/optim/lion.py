@@ -54,7 +54,8 @@ class Lion(BenchOptimizer):
             decay of the momentum (default (0.9, 0.99)).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         maximize: ascend the objective instead of descending (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.

@@ -71,7 +71,8 @@ class RAdam(BenchOptimizer):
         weight_decay: :math:`\lambda` (default 0), an L2 penalty added to the gradient.
         decoupled_weight_decay: shrink the parameters by :math:`1 - \gamma\lambda` instead
             of adding to the gradient (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.

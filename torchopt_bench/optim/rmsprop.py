@@ -56,7 +56,8 @@ class RMSprop(BenchOptimizer):
         centered: divide by an estimate of the gradient's standard deviation instead of
             its root mean square (default False).
         capturable: not supported (raises ValueError when True).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.

@@ -58,7 +58,8 @@ class Rprop(BenchOptimizer):
         step_sizes: :math:`(\Gamma_{\min}, \Gamma_{\max})`, the bounds of the step sizes
             (default (1e-6, 50)).
         capturable: accepted for torch.optim's signature; only False is supported.
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.

@@ -78,7 +78,8 @@ class ScheduleFreeAdamW(BenchOptimizer):
         weight_lr_power: power :math:`p` of the learning rate in the averaging weights
             (default 2).
         maximize: ascend the objective instead of descending (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one compiled pass over memory per step (the update compiled by inductor,
             once per parameter layout; see :mod:`torchopt_bench.optim._fused`), on CPU
             and accelerators. Matches the per-tensor loop to rounding.

@@ -51,7 +51,8 @@ class SGD(BenchOptimizer):
         weight_decay: L2 penalty :math:`\lambda` added to the gradient (default 0).
         nesterov: use Nesterov momentum (default False); needs momentum > 0, dampening 0.
         maximize: ascend the objective instead of descending (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         fused: one pass over memory per step, through torch's own fused kernel
             (``torch._fused_sgd_``), on CPU and accelerators. Complex parameters are
             passed as real views (torch rejects them there).

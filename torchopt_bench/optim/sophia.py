@@ -88,7 +88,8 @@ class Sophia(BenchOptimizer):
         update_period: :math:`k`, the steps between Hessian estimates (default 10).
         hessian_distribution: ``"gaussian"`` or ``"rademacher"`` probes (default gaussian).
         maximize: ascend the objective instead of descending (default False).
-        foreach: use the multi-tensor path; None picks it on accelerators, as torch does.
+        foreach: use the multi-tensor path; None picks it on accelerators, as torch does,
+            and on a CPU for the tensors of at most 32,768 entries (``FOREACH_MAX_NUMEL``).
         differentiable: accepted for torch.optim's signature; only False is supported.
         fused: not supported (raises RuntimeError when True): the update is not elementwise.
     """
@@ -167,10 +168,7 @@ class Sophia(BenchOptimizer):
         for group, params, grads, states in gathered:
             if not params:
                 continue
-            if self._use_foreach(group, params):
-                self._foreach(group, params, grads, states)
-            else:
-                self._single_tensor(group, params, grads, states)
+            self._update(group, params, grads, states)
         return loss
 
     def _refresh_hessian(self, gathered: list) -> None:
