@@ -495,5 +495,11 @@ def test_a_non_finite_metric_is_named_in_the_divergence_reason(
         summary = Trainer(epochs=3, batch_size=64, progress=False).fit(
             task, optimizer("adam", lr=0.01), recorder
         )
+        history = recorder.write_history().read_text().splitlines()
     assert summary["status"] == "diverged" and summary["epochs"] == 1
     assert summary["diverged_reason"] == "non-finite metric (val/loss = nan)"
+    # The measured NaN is written as such, not as the empty cell of a value not measured.
+    columns = history[0].split(",")
+    last = dict(zip(columns, history[-1].split(",")))
+    assert last["val/loss"] == "nan"
+    assert float(last["val/auc"]) > 0

@@ -143,8 +143,15 @@ class RunRecorder:
     # -- files -----------------------------------------------------------------------------
 
     def write_history(self) -> Path:
+        """``history.csv``: one row per logged step. A value that was measured and is not a
+        number reads ``nan``; an empty cell is a value not measured at that step (the
+        validation columns between evaluations, say)."""
         path = self.run_dir / "history.csv"
-        pd.DataFrame(self.history).to_csv(path, index=False)
+        rows = [
+            {k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+            for row in self.history
+        ]
+        pd.DataFrame(rows).to_csv(path, index=False)
         return path
 
     def write_summary(self, summary: Mapping[str, Any], name: str = "summary.json") -> Path:
