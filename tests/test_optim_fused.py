@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import subprocess
+import sys
 import weakref
 from typing import Any
 
@@ -416,3 +418,90 @@ def test_a_fused_step_counts_as_an_in_place_change_for_autograd() -> None:
             assert param._version > version
             with pytest.raises(RuntimeError, match="modified by an inplace operation"):
                 loss.backward()
+
+
+STATE_STORAGE_REPLACED = """
+import torch
+from torchopt_bench.optim import RMSprop
+
+def run(fused, replace):
+    param = torch.nn.Parameter(torch.linspace(-1, 1, 4000, dtype=torch.float64))
+    optimizer = RMSprop([param], lr=0.01, foreach=False, fused=fused)
+    for step in range(4):
+        param.grad = torch.cos(param.detach())
+        if step == 2:
+            replace(optimizer.state[param]["square_avg"])
+        optimizer.step()
+    return param.detach()
+
+def smaller(square_avg):
+    square_avg.data = torch.zeros(10, dtype=torch.float64)
+
+def narrower(square_avg):
+    square_avg.data = square_avg.data.float()
+
+for fused in (False, True):
+    try:
+        run(fused, smaller)
+        print("smaller", fused, "ran")
+    except RuntimeError:
+        print("smaller", fused, "refused")
+gap = (run(True, narrower) - run(False, narrower)).abs().max().item()
+print("narrower gap", gap)
+"""
+
+
+def test_a_state_tensor_whose_storage_is_replaced_is_seen() -> None:
+    """``state[p][key].data = ...`` keeps the tensor object: the fused step must still
+    see the new layout, not run the compiled call over a buffer of another size or dtype
+    (which writes out of bounds). A smaller buffer is refused as the loop refuses it; a
+    float32 one is updated as the loop updates it. Run in a child process, since the
+    failure this guards against is a crash."""
+    child = subprocess.run(
+        [sys.executable, "-c", STATE_STORAGE_REPLACED],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    lines = child.stdout.splitlines()
+    assert lines[:2] == ["smaller False refused", "smaller True refused"]
+    assert float(lines[2].split()[-1]) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "Adagrad"])
+def test_torch_kernels_get_gradients_in_their_parameters_layout(name: str) -> None:
+    """torch's fused kernels read each tensor as one flat array, pairing the wrong entries
+    when a gradient's strides differ from its parameter's (torch.optim's own fused Adam
+    then differs from its loop by 0.26 here). Such a gradient, transposed or expanded, is
+    copied into the parameter's layout first: the fused step equals the loop."""
+    cls = OPTIMIZERS[name]
+    kwargs = {"lr": 0.1, **({"momentum": 0.9} if name == "SGD" else {})}
+    results = []
+    for fused in (False, True):
+        generator = torch.Generator().manual_seed(0)
+        param = torch.randn(4, 3, dtype=torch.float64, generator=generator).requires_grad_()
+        optimizer = cls([param], foreach=False, fused=fused, **kwargs)
+        for step in range(4):
+            grad = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+            if step == 1:
+                grad = grad.t().contiguous().t()  # the same values, column-major
+            elif step == 2:
+                grad = grad[:1].expand(4, 3)  # stride 0 along the rows
+            param.grad = grad
+            optimizer.step()
+        results.append(param.detach())
+    assert_close(results[1], results[0], RTOL, "param")
+
+
+def test_torch_kernels_refuse_state_of_another_layout() -> None:
+    """A parameter given new strides under its state (``param.data = ...``) no longer
+    shares one flat layout with it: the fused step says so and names the default path."""
+    param = torch.ones(4, 3, dtype=torch.float64, requires_grad=True)
+    optimizer = OPTIMIZERS["Adam"]([param], lr=0.1, fused=True)
+    param.grad = torch.ones_like(param)
+    optimizer.step()
+    param.data = param.detach().t().contiguous().t()
+    param.grad = torch.ones_like(param)
+    with pytest.raises(RuntimeError, match=r"Adam with fused=True: parameter 0 .*fused=False"):
+        optimizer.step()

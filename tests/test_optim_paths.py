@@ -147,9 +147,31 @@ def test_a_pre_hook_may_replace_the_arguments() -> None:
         loss.backward()
         return loss
 
-    optimizer.register_step_pre_hook(lambda opt, args, kwargs: ((closure,), {}))
+    # As in torch.optim, the hook's args are (optimizer, *step's args).
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: ((args[0], closure), {}))
     optimizer.step(lambda: pytest.fail("the hook's closure should have replaced this one"))
     assert seen
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_hooks_see_the_arguments_as_torchs_do(ours: bool) -> None:
+    """The same hooks give the same arguments on torch.optim's SGD and on ours."""
+    cls = OPTIMIZERS["SGD"] if ours else torch.optim.SGD
+    param = torch.ones(2, requires_grad=True)
+    optimizer = cls([param], lr=0.1)
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(("pre", args)))
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: seen.append(("post", args)))
+    param.grad = torch.ones_like(param)
+    optimizer.step()
+    closure = lambda: torch.tensor(2.0)  # noqa: E731
+    assert optimizer.step(closure) == 2.0
+    assert seen == [
+        ("pre", (optimizer,)),
+        ("post", (optimizer,)),
+        ("pre", (optimizer, closure)),
+        ("post", (optimizer, closure)),
+    ]
 
 
 def test_the_step_is_labelled_for_the_profiler() -> None:

@@ -207,6 +207,52 @@ def step_values(steps: list[Tensor]) -> list[float]:
     return torch.stack([step.to("cpu", torch.float64) for step in steps]).tolist()
 
 
+def _dense(t: Tensor) -> bool:
+    """Whether ``t``'s entries fill its memory exactly once, in some order of its
+    dimensions (a permutation of a contiguous tensor)."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def flat_layout_grads(
+    name: str,
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
+    keys: Sequence[str],
+) -> list[Tensor]:
+    """The gradients as torch's fused kernels (``torch._fused_adam_`` and the like) need
+    them, and a check of the rest.
+
+    Those kernels read every tensor of a parameter as one flat array, so a parameter, its
+    gradient and its state tensors ``keys`` must share one memory layout, dense and
+    without overlap; given anything else torch's kernel pairs the wrong entries (a
+    transposed gradient, say) without a word. A gradient of another layout (expanded, or
+    transposed) is copied into its parameter's; a parameter that is not dense, or whose
+    state has another layout than its own (after ``param.data = ...`` with new strides),
+    is refused with an error that names the way out."""
+    out = []
+    for index, (p, grad, state) in enumerate(zip(params, grads, states)):
+        held = [state[k] for k in keys if k in state]
+        if p.is_contiguous() and grad.is_contiguous() and all(t.is_contiguous() for t in held):
+            out.append(grad)
+            continue
+        stride = p.stride()
+        if not _dense(p) or any(t.stride() != stride for t in held):
+            raise RuntimeError(
+                f"{name} with fused=True: parameter {index} (shape {tuple(p.shape)}, strides "
+                f"{stride}) and its state {[tuple(t.stride()) for t in held]} do not share one "
+                "dense memory layout, which torch's fused kernel requires; use fused=False, "
+                "or give the parameter a contiguous layout before creating the optimizer"
+            )
+        out.append(grad if grad.stride() == stride else torch.empty_like(p).copy_(grad))
+    return out
+
+
 def group_by_device_and_dtype(params: list[Tensor]) -> dict[tuple, list[int]]:
     """Indices of ``params`` by (device, dtype): torch's fused kernels take one of each."""
     groups: dict[tuple, list[int]] = {}
@@ -296,7 +342,10 @@ def _hooked_step(step: Any) -> Any:
     that torch.optim does not wrap it a second time."""
 
     @functools.wraps(step)
-    def wrapper(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # As in torch, the hooks see (and may replace) the arguments with the optimizer
+        # first: ``args`` is ``(optimizer, *step_args)``.
+        self = args[0]
         if torch.autograd._profiler_enabled():
             with torch.autograd.profiler.record_function(
                 f"Optimizer.step#{type(self).__name__}.step"
@@ -321,7 +370,7 @@ def _with_hooks(step: Any, self: Optimizer, args: tuple, kwargs: dict) -> Any:
                     f"{result}."
                 )
             args, kwargs = result
-    out = step(self, *args, **kwargs)
+    out = step(*args, **kwargs)
     self._optimizer_step_code()
     for post_hook in (
         *self._optimizer_step_post_hooks.values(),
@@ -344,7 +393,8 @@ class _FusedStep:
     keys: list[tuple[str, ...]]
     #: The state tensors the call was made with, in order (held, so no id is reused).
     held: list[Tensor]
-    #: Whether parameters and gradients, given in this order, have the planned layout.
+    #: Whether parameters, gradients and held state, given in this order, have the planned
+    #: layout.
     same_layout: Any
     compiled: Any
     #: The call's arguments, in which each step's gradients and scalars are replaced.
@@ -520,12 +570,14 @@ class BenchOptimizer(Optimizer):
             steps = [state["step"] for state in states]
             groups.append((group, tuple(map(id, group["params"])), key, states, steps))
         params = [p for _, ps, _, _ in batches for p in ps]
-        keys = [self._fused_state_keys(group) for group, *_ in batches]
+        # The state tensors of each parameter the call holds, each once ("step" may be one
+        # of the update's own): the layout guard refuses a tensor given twice.
+        keys = [tuple(dict.fromkeys(("step", *self._fused_state_keys(g)))) for g, *_ in batches]
         held = [
             state[k]
             for (_, _, _, states), group_keys in zip(batches, keys)
             for state in states
-            for k in ("step", *group_keys)
+            for k in group_keys
         ]
         positions, offset = [], n_steps
         for row in rows:
@@ -540,7 +592,7 @@ class BenchOptimizer(Optimizer):
             state_ids=[id(self.state[p]) for p in params],
             keys=keys,
             held=held,
-            same_layout=layout_check([*params, *(row[1] for row in rows)]),
+            same_layout=layout_check([*params, *(row[1] for row in rows), *held]),
             compiled=compiled,
             flat=flat,
             grad_positions=positions,
@@ -575,11 +627,11 @@ class BenchOptimizer(Optimizer):
             state[k]
             for (_, _, _, states, _), group_keys in zip(plan.groups, plan.keys)
             for state in states
-            for k in ("step", *group_keys)
+            for k in group_keys
         ]
         if len(held) != len(plan.held) or any(a is not b for a, b in zip(held, plan.held)):
             return False
-        if not plan.same_layout(*params, *grads):
+        if not plan.same_layout(*params, *grads, *held):
             return False
 
         scalars = []

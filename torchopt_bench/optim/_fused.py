@@ -84,8 +84,12 @@ def _layout(tensors: Sequence[Tensor]) -> tuple:
 def _row_layout(rows: Sequence[Sequence[Tensor]]) -> list:
     """What may change under an optimizer's own tensors from one step to the next: the
     layout of each parameter (``param.data = ...``, which ``module.to(device)`` also
-    does) and of its gradient (a new tensor on most steps)."""
-    return [(p.dtype, p.device, p.shape, p.stride(), g.shape, g.stride()) for p, g, *_ in rows]
+    does), of its gradient (a new tensor on most steps) and of its state tensors (whose
+    ``.data`` may be replaced too)."""
+    return [
+        (p.dtype, p.device, p.shape, p.stride(), g.shape, g.stride(), _layout(state))
+        for p, g, *state in rows
+    ]
 
 
 def layout_check(tensors: Sequence[Tensor]) -> Callable[..., bool]:
@@ -258,7 +262,7 @@ def compiled_update(
 
     ``plans`` is the calling optimizer's own cache, keyed by the identities of the
     tensors it holds (step counters, parameters, state) and checked against the layout of
-    the parameters and their gradients (see :func:`_row_layout`); its state tensors are
+    the parameters, their gradients and state (see :func:`_row_layout`); its state tensors are
     replaced, never reshaped, by ``load_state_dict``. Missing there, the process-wide
     cache is looked up by the full layout (shapes, strides, dtypes and devices of every
     tensor), so optimizers over tensors of one layout share one compilation.
@@ -271,7 +275,7 @@ def compiled_update(
         *(id(row[0]) for row in rows),
         *(id(t) for row in rows for t in row[2:]),
     )
-    layout = _row_layout(rows)
+    layout = (_layout(steps), _row_layout(rows))
     if plans is not None:
         plan = plans.get(identity)
         if plan is not None and plan[1] == layout:

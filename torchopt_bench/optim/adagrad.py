@@ -16,6 +16,7 @@ from ._base import (
     check_lr,
     check_nonnegative,
     device_lr,
+    flat_layout_grads,
     group_by_device_and_dtype,
     register,
     step_tensor,
@@ -155,6 +156,7 @@ class Adagrad(BenchOptimizer):
 
     def _fused(self, batches) -> None:
         for group, params, grads, states in batches:
+            grads = flat_layout_grads(type(self).__name__, params, grads, states, ("sum",))
             for (device, _), indices in group_by_device_and_dtype(params).items():
                 steps = [states[i]["step"] for i in indices]
                 torch._foreach_add_(steps, 1)

@@ -17,6 +17,7 @@ from ._base import (
     check_lr,
     check_nonnegative,
     device_lr,
+    flat_layout_grads,
     group_by_device_and_dtype,
     register,
     step_tensor,
@@ -193,6 +194,8 @@ class Adam(BenchOptimizer):
         for group, params, grads, states in batches:
             beta1, beta2 = group["betas"]
             amsgrad = group["amsgrad"]
+            keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+            grads = flat_layout_grads(type(self).__name__, params, grads, states, keys)
             kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
             for (device, _), indices in group_by_device_and_dtype(params).items():
                 picked = [states[i] for i in indices]

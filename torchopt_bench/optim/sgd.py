@@ -16,6 +16,7 @@ from ._base import (
     check_lr,
     check_nonnegative,
     device_lr,
+    flat_layout_grads,
     group_by_device_and_dtype,
     register,
     view_as_real,
@@ -148,6 +149,8 @@ class SGD(BenchOptimizer):
     def _fused(self, batches) -> None:
         for group, params, grads, states in batches:
             momentum = group["momentum"]
+            keys = ("momentum_buffer",)
+            grads = flat_layout_grads(type(self).__name__, params, grads, states, keys)
             for (device, _), indices in group_by_device_and_dtype(params).items():
                 # A buffer starts as a copy of its first gradient: the kernel's first step
                 # writes it, so parameters with and without a buffer are two calls.
