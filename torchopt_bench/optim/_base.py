@@ -602,7 +602,7 @@ class BenchOptimizer(Optimizer):
         """Repeat the last fused step's compiled call, with this step's gradients and
         scalars, if nothing it was planned for has changed: the same groups with the same
         parameters, all with gradients, the same state tensors, the same structural flags,
-        and parameters and gradients of the same layout. Else leave it (False) to the
+        and parameters, gradients and state of the same layout. Else leave it (False) to the
         full path, which plans again. The arithmetic is the full path's."""
         groups = self.param_groups
         if len(groups) != len(plan.groups):
