@@ -35,7 +35,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Real
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -380,14 +380,23 @@ def _with_hooks(step: Any, self: Optimizer, args: tuple, kwargs: dict) -> Any:
     return out
 
 
+class _PlannedGroup(NamedTuple):
+    """One param group as the last fused step found it."""
+
+    group: dict[str, Any]
+    param_ids: tuple[int, ...]
+    #: Its structural flags and ``maximize``.
+    key: tuple
+    states: list[dict[str, Any]]
+    steps: list[Tensor]
+
+
 @dataclass
 class _FusedStep:
     """The compiled call of the last fused step and what it was made for (see
     :meth:`BenchOptimizer._fused_step_again`)."""
 
-    #: Per group: the group, the ids of its parameters, its structural flags and
-    #: ``maximize``, its states and their step counters.
-    groups: list[tuple]
+    groups: list[_PlannedGroup]
     params: list[Tensor]
     state_ids: list[int]
     keys: list[tuple[str, ...]]
@@ -568,7 +577,9 @@ class BenchOptimizer(Optimizer):
                 return  # rows of real views, made anew on every step
             key = (self._fused_flags(group), bool(group["maximize"]))
             steps = [state["step"] for state in states]
-            groups.append((group, tuple(map(id, group["params"])), key, states, steps))
+            groups.append(
+                _PlannedGroup(group, tuple(map(id, group["params"])), key, states, steps)
+            )
         params = [p for _, ps, _, _ in batches for p in ps]
         # The state tensors of each parameter the call holds, each once ("step" may be one
         # of the update's own): the layout guard refuses a tensor given twice.
@@ -607,14 +618,14 @@ class BenchOptimizer(Optimizer):
         groups = self.param_groups
         if len(groups) != len(plan.groups):
             return False
-        for group, (planned, ids, key, _, _) in zip(groups, plan.groups):
+        for group, planned in zip(groups, plan.groups):
             if (
-                group is not planned
+                group is not planned.group
                 or not group["fused"]
-                or tuple(map(id, group["params"])) != ids
+                or tuple(map(id, group["params"])) != planned.param_ids
             ):
                 return False
-            if (self._fused_flags(group), bool(group["maximize"])) != key:
+            if (self._fused_flags(group), bool(group["maximize"])) != planned.key:
                 return False
         params = plan.params
         grads = [p.grad for p in params]
@@ -625,8 +636,8 @@ class BenchOptimizer(Optimizer):
             return False
         held = [
             state[k]
-            for (_, _, _, states, _), group_keys in zip(plan.groups, plan.keys)
-            for state in states
+            for planned, group_keys in zip(plan.groups, plan.keys)
+            for state in planned.states
             for k in group_keys
         ]
         if len(held) != len(plan.held) or any(a is not b for a, b in zip(held, plan.held)):
@@ -635,11 +646,11 @@ class BenchOptimizer(Optimizer):
             return False
 
         scalars = []
-        for group, _, _, states, steps in plan.groups:
+        for planned in plan.groups:
             values = None
             if self.fused_scalars_read_steps:
-                values = [value + 1 for value in step_values(steps)]
-            scalars += self._fused_scalars(group, states, values)
+                values = [value + 1 for value in step_values(planned.steps)]
+            scalars += self._fused_scalars(planned.group, planned.states, values)
         flat = plan.flat
         for position, grad in zip(plan.grad_positions, grads):
             flat[position] = grad

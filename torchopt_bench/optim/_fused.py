@@ -15,8 +15,8 @@ hook, guards over some 40 input tensors, the runtime wrappers) took about 45 us 
 step whose kernel takes 5. Here the code inductor generates is called itself, without
 the wrappers of a general compiled graph either (see :func:`_direct_call`). What dynamo's
 guards checked is checked here, more cheaply: the optimizer keeps its own plans, keyed by
-the identities of the tensors it holds and checked against the layout of its parameters
-and gradients on every step (see :func:`compiled_update`), and a step that finds
+the identities of the tensors it holds and checked against the layout of its parameters,
+gradients and state on every step (see :func:`compiled_update`), and a step that finds
 everything as the last one left it repeats the last call
 (``BenchOptimizer._fused_step_again``).
 
@@ -192,16 +192,15 @@ def _compile(
     return compiled
 
 
-def _compiled_graph(fn: Any, depth: int = 0) -> Any:
+def _compiled_graph(fn: Any) -> Any:
     """The ``CompiledFxGraph`` that ``torch._inductor.compile``'s callable wraps (found
-    among the closures of its wrappers), or None."""
+    among the closures of its wrappers, at most eight deep), or None."""
     try:
         from torch._inductor.output_code import CompiledFxGraph
     except ImportError:
         return None
     pending, seen = [fn], set()
-    while pending and depth < 8:
-        depth += 1
+    for _ in range(8):
         found = []
         for item in pending:
             if isinstance(item, CompiledFxGraph):
@@ -215,6 +214,8 @@ def _compiled_graph(fn: Any, depth: int = 0) -> Any:
                 except ValueError:  # an empty cell
                     continue
         pending = found
+        if not pending:
+            break
     return None
 
 
@@ -244,7 +245,6 @@ def _direct_call(compiled: Callable[..., Any]) -> Callable[..., None]:
         inner(list(args))
         torch.autograd.graph.increment_version([args[i] for i in mutated])
 
-    call.graph = graph  # type: ignore[attr-defined]
     return call
 
 
@@ -262,8 +262,8 @@ def compiled_update(
 
     ``plans`` is the calling optimizer's own cache, keyed by the identities of the
     tensors it holds (step counters, parameters, state) and checked against the layout of
-    the parameters, their gradients and state (see :func:`_row_layout`); its state tensors are
-    replaced, never reshaped, by ``load_state_dict``. Missing there, the process-wide
+    the parameters, their gradients and state (see :func:`_row_layout`); its state
+    tensors are replaced, never reshaped, by ``load_state_dict``. Missing there, the process-wide
     cache is looked up by the full layout (shapes, strides, dtypes and devices of every
     tensor), so optimizers over tensors of one layout share one compilation.
     """
